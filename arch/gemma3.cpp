@@ -91,8 +91,10 @@ Gemma3Architecture::Gemma3Architecture(const ConfigReader& file) {
   s.embed_scale = std::sqrt(static_cast<double>(s.hidden_size));
   // Gemma3ForCausalLM applies final_logit_softcapping; Gemma3ForConditionalGeneration does not.
   s.final_logit_softcap = multimodal ? 0.0 : read_softcap(config, "final_logit_softcapping", 0.0);
-  s.tie_word_embeddings = config.contains("tie_word_embeddings") ? config.get_bool("tie_word_embeddings", true)
-                                                                 : file.get_bool("tie_word_embeddings", true);
+  // The wrapper (ForConditionalGeneration) ties its LM head by the top-level key (default true) and
+  // ignores text_config's: transformers then saves no lm_head.weight even when text_config says false.
+  s.tie_word_embeddings = multimodal ? file.get_bool("tie_word_embeddings", true)
+                                     : config.get_bool("tie_word_embeddings", true);
   read_token_ids(config, {/*bos=*/2, /*pad=*/0, /*eos=*/{1}}, s);
   s.weight_prefix = multimodal ? "model.language_model." : "model.";
   if (multimodal) s.alternative_weight_prefixes = {"language_model.model."};

@@ -205,8 +205,10 @@ void Gemma4Architecture::read_model_facts(const ConfigReader& file, const Config
   s.sandwich_norms = true;
   s.embed_scale = std::sqrt(static_cast<double>(s.hidden_size));
   s.final_logit_softcap = read_softcap(config, "final_logit_softcapping", 0.0);
-  s.tie_word_embeddings = config.contains("tie_word_embeddings") ? config.get_bool("tie_word_embeddings", true)
-                                                                 : file.get_bool("tie_word_embeddings", true);
+  // The wrapper (ForConditionalGeneration) ties its LM head by the top-level key (default true) and
+  // ignores text_config's: transformers then saves no lm_head.weight even when text_config says false.
+  s.tie_word_embeddings = multimodal ? file.get_bool("tie_word_embeddings", true)
+                                     : config.get_bool("tie_word_embeddings", true);
   read_token_ids(config, {/*bos=*/2, /*pad=*/0, /*eos=*/{1}}, s);
   s.weight_prefix = multimodal ? "model.language_model." : "model.";
   s.per_layer_input_size = per_layer_input_size(config);

@@ -280,7 +280,7 @@ at::Tensor Forward::mlp(const LayerSpec& layer, const LayerWeights& w, const at:
     post = activation(pre, spec_.activation);
   }
   post = hook(HookPoint::MlpPost, i, post);
-  return linear(post, w.down);
+  return hook(HookPoint::MlpDown, i, linear(post, w.down));
 }
 
 // Gemma 4 MoE block: a router on the pre-norm residual picks top-k experts per token; each expert is

@@ -28,6 +28,7 @@ constexpr PointName kPointNames[] = {
     {HookPoint::ResidMid, "hook_resid_mid", true},
     {HookPoint::MlpPre, "mlp.hook_pre", true},
     {HookPoint::MlpPost, "mlp.hook_post", true},
+    {HookPoint::MlpDown, "mlp.hook_out", true},
     {HookPoint::MlpOut, "hook_mlp_out", true},
     {HookPoint::PleOut, "hook_ple_out", true},
     {HookPoint::ResidPost, "hook_resid_post", true},

@@ -13,6 +13,8 @@
 //   blocks.{i}.mlp.hook_pre         [B, S, I]    pre-activation (gate projection on gated MLPs)
 //   blocks.{i}.mlp.hook_post        [B, S, I]    input of the down projection: the editors' key,
 //                                                I = intermediate_size_for_layer(i)
+//   blocks.{i}.mlp.hook_out         [B, S, H]    output of the MLP's down projection, before any
+//                                                post-norm (Gemma) or MoE mixing: what ROME edits
 //   blocks.{i}.hook_mlp_out         [B, S, H]    what the MLP block adds to the residual
 //   blocks.{i}.hook_ple_out         [B, S, H]    Gemma 4 per-layer-embedding branch output
 //   blocks.{i}.hook_resid_post      [B, S, H]    output of decoder layer i
@@ -46,6 +48,7 @@ enum class HookPoint : uint8_t {
   ResidMid,
   MlpPre,
   MlpPost,
+  MlpDown,
   MlpOut,
   PleOut,
   ResidPost,

@@ -86,6 +86,9 @@ class Model {
   at::Tensor& weight(const std::string& name);
   const at::Tensor& weight(const std::string& name) const;
   bool has_weight(const std::string& name) const { return weights_.count(name) > 0; }
+  // The checkpoint as stored on disk (original bytes and dtype, whatever the compute dtype):
+  // patch fingerprints hash these.
+  const io::Checkpoint& checkpoint() const { return *checkpoint_; }
   const std::map<std::string, at::Tensor>& weights() const { return weights_; }
   const LayerWeights& layer_weights(int i) const { return layers_.at(static_cast<size_t>(i)); }
   const at::Tensor& embed_tokens() const { return embed_tokens_; }

@@ -14,5 +14,11 @@ using Runner = std::function<int()>;
 Runner add_info_command(CLI::App& app);
 Runner add_hooks_command(CLI::App& app);
 Runner add_run_command(CLI::App& app);
+Runner add_bench_command(CLI::App& app);
+Runner add_patch_command(CLI::App& app);
+Runner add_crown_scan_command(CLI::App& app);
+Runner add_eval_command(CLI::App& app);
+Runner add_stats_command(CLI::App& app);
+Runner add_edit_command(CLI::App& app);
 
 }  // namespace graft::cli

@@ -20,6 +20,12 @@ int main(int argc, char** argv) {
   add(graft::cli::add_info_command);
   add(graft::cli::add_hooks_command);
   add(graft::cli::add_run_command);
+  add(graft::cli::add_bench_command);
+  add(graft::cli::add_patch_command);
+  add(graft::cli::add_crown_scan_command);
+  add(graft::cli::add_eval_command);
+  add(graft::cli::add_stats_command);
+  add(graft::cli::add_edit_command);
 
   try {
     app.parse(argc, argv);

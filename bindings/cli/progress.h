@@ -12,6 +12,7 @@ class Progress {
  public:
   Progress(std::string label, int64_t total, std::string unit = "it");
   ~Progress();
+  void set_total(int64_t total) { total_ = total; }
   void update(int64_t done);
   void finish();
 

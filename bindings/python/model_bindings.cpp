@@ -21,7 +21,7 @@ graft::HookFn python_hook(py::function fn) {
     py::object result = fn(tensor, name.str());
     if (result.is_none()) return std::nullopt;
     if (!THPVariable_Check(result.ptr()))
-      throw graft::InputError("hook \"" + name.str() + "\" returned " + std::string(py::str(result.get_type())) +
+      throw graft::InputError("hook \"" + name.str() + "\" returned " + std::string(Py_TYPE(result.ptr())->tp_name) +
                               ", expected a torch.Tensor or None");
     return result.cast<at::Tensor>();
   };
@@ -61,19 +61,26 @@ void bind_model(py::module_& m) {
                     if (dtype) options.dtype = graft::parse_dtype(*dtype);
                     return Model::load(dir, options);
                   },
-                  py::arg("model_dir"), py::arg("device") = "cpu", py::arg("dtype") = py::none())
-      .def_property_readonly("dir", &Model::dir)
-      .def_property_readonly("device", [](const Model& model) { return model.device().str(); })
-      .def_property_readonly("dtype", [](const Model& model) { return graft::dtype_string(model.dtype()); })
+                  py::arg("model_dir"), py::arg("device") = "cpu", py::arg("dtype") = py::none(),
+                  "Load a HuggingFace model directory; GraftError naming the file or tensor when it is not one")
+      .def_property_readonly("dir", &Model::dir, "The model directory")
+      .def_property_readonly("device", [](const Model& model) { return model.device().str(); }, "Device of the weights")
+      .def_property_readonly("dtype", [](const Model& model) { return graft::dtype_string(model.dtype()); },
+                             "Compute dtype: float32, bfloat16 or float16")
       .def_property_readonly("arch",
                              [](std::shared_ptr<Model> model) {
                                // An aliasing pointer: the architecture keeps its model alive.
                                auto& arch = const_cast<graft::arch::Architecture&>(model->arch());
                                return std::shared_ptr<graft::arch::Architecture>(model, &arch);
-                             })
+                             },
+                             "The per-layer architecture table (keeps the model alive)")
       .def_property_readonly("tokenizer", [](const Model& model) { return model.tokenizer(); },
                              py::return_value_policy::reference_internal, "None when the directory has no tokenizer.json")
-      .def("hook_names", &Model::hook_names)
+      .def("hook_names", &Model::hook_names, "Every hook point name the model offers, in forward order")
+      .def(
+          "check_hook_name",
+          [](const Model& model, const std::string& name) { graft::parse_hook_name(name, model.arch()); },
+          py::arg("name"), "GraftError saying why when the model offers no hook point of that name")
       .def("forward",
            [](const Model& model, const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask,
               const std::optional<at::Tensor>& position_ids, const std::vector<std::pair<std::string, py::function>>& hooks,
@@ -85,7 +92,8 @@ void bind_model(py::module_& m) {
            py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("position_ids") = py::none(),
            py::arg("hooks") = std::vector<std::pair<std::string, py::function>>{},
            py::arg("cache") = std::vector<std::string>{}, py::arg("last_position_only") = false,
-           py::arg("stop_after_layers") = -1)
+           py::arg("stop_after_layers") = -1,
+           "(logits, cache) for input_ids [B, S]; hooks are (name, fn(tensor, name)) pairs, cache a list of names")
       .def("generate",
            [](const Model& model, const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask,
               int64_t max_new_tokens, double temperature, int64_t top_k, double top_p, uint64_t seed,
@@ -103,7 +111,8 @@ void bind_model(py::module_& m) {
            },
            py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("max_new_tokens") = 32,
            py::arg("temperature") = 0.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0,
-           py::arg("stop_tokens") = py::none())
+           py::arg("stop_tokens") = py::none(),
+           "(ids, attention_mask) after greedy or sampled generation with the KV cache")
       .def("weight", [](Model& model, const std::string& name) { return model.weight(name); }, py::arg("name"),
            "The live weight tensor behind an HF tensor name (shares memory with the model)")
       .def("weight_names",
@@ -111,6 +120,7 @@ void bind_model(py::module_& m) {
              std::vector<std::string> names;
              for (const auto& [name, tensor] : model.weights()) names.push_back(name);
              return names;
-           })
-      .def_property_readonly("weight_bytes", &Model::weight_bytes);
+           },
+           "HF names of every weight the model uses, sorted")
+      .def_property_readonly("weight_bytes", &Model::weight_bytes, "Bytes of weight data the forward pass reads");
 }

@@ -8,6 +8,7 @@ namespace py = pybind11;
 void bind_tokenizer(py::module_& m);
 void bind_arch(py::module_& m);
 void bind_model(py::module_& m);
+void bind_edits(py::module_& m);
 
 PYBIND11_MODULE(_graft, m) {
   m.doc() = "graft native module: architecture traits, tokenizer, forward pass, hooks and editors";
@@ -17,4 +18,5 @@ PYBIND11_MODULE(_graft, m) {
   bind_tokenizer(m);
   bind_arch(m);
   bind_model(m);
+  bind_edits(m);
 }

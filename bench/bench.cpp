@@ -1,0 +1,498 @@
+// graft benchmarks: see bench.h. Every ratio compares two figures measured in the same process.
+#include "bench/bench.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "arch/arch.h"
+#include "core/error.h"
+#include "core/hooks.h"
+#include "core/io/safetensors.h"
+#include "core/model.h"
+#include "edits/memit.h"
+#include "edits/request.h"
+#include "edits/rome.h"
+#include "edits/stats.h"
+
+#ifndef GRAFT_SOURCE_DIR
+#define GRAFT_SOURCE_DIR "."
+#endif
+
+namespace graft::bench {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ------------------------------------------------------------------ targets
+constexpr double kPrefillOfPeak = 0.60;     // prefill FLOP/s over GEMM FLOP/s, 1B-like, 512 tokens
+constexpr double kDecodeOfBandwidth = 0.60; // weight bytes/s over copy bytes/s
+constexpr double kStatsOverhead = 0.10;     // statistics collection over plain prefill, minus 1
+constexpr double kHooksOverhead = 0.02;     // empty Hooks object over null hooks, minus 1
+constexpr double kMemoryOverWeights = 1.20; // inference peak resident over weight bytes
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// One warm-up, then `repeats` timed runs; the median in seconds.
+double time_median(int repeats, const std::function<void()>& fn) {
+  fn();
+  std::vector<double> t;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(seconds_since(t0));
+  }
+  return median(t);
+}
+
+// Two functions timed alternately (so drift hits both alike): medians of each.
+std::pair<double, double> time_pair(int repeats, const std::function<void()>& a, const std::function<void()>& b) {
+  a();
+  b();
+  std::vector<double> ta, tb;
+  for (int i = 0; i < repeats; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    a();
+    ta.push_back(seconds_since(t0));
+    t0 = std::chrono::steady_clock::now();
+    b();
+    tb.push_back(seconds_since(t0));
+  }
+  return {median(ta), median(tb)};
+}
+
+// kB fields of /proc/self/status ("VmRSS", "VmHWM"); -1 when absent.
+int64_t proc_status_kb(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return -1;
+}
+// Resets the resident-set peak (VmHWM) to the current resident set; false when the kernel refuses.
+bool reset_peak_rss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+// ------------------------------------------------------------------ model shapes
+json gemma4_e2b_config(bool quick) {
+  const std::string path = std::string(GRAFT_SOURCE_DIR) + "/tests/data/configs/gemma-4-E2B-it.config.json";
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot read the Gemma 4 E2B config");
+  json c = json::parse(in);
+  json& t = c["text_config"];
+  t["vocab_size"] = 8192;  // the real 262144 rows would be 1.6 GB (+ 9 GB of per-layer embeddings) in float32
+  t["vocab_size_per_layer_input"] = 8192;
+  t["dtype"] = "float32";
+  c["dtype"] = "float32";
+  if (quick) {  // 4 layers keeping every kind: sliding, full, and a KV-shared double-wide one of each
+    t["num_hidden_layers"] = 4;
+    t["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention", "full_attention"};
+    t["num_kv_shared_layers"] = 2;
+  }
+  return c;
+}
+
+json llama_1b_config(bool quick) {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", 2048},
+          {"intermediate_size", 8192},
+          {"num_hidden_layers", quick ? 2 : 16},
+          {"num_attention_heads", 32},
+          {"num_key_value_heads", 8},
+          {"head_dim", 64},
+          {"vocab_size", 32000},  // Llama 3.2 has 128256
+          {"tie_word_embeddings", true},
+          {"rms_norm_eps", 1e-5},
+          {"rope_theta", 500000.0},
+          {"max_position_embeddings", 4096},
+          {"hidden_act", "silu"},
+          {"attention_bias", false},
+          {"mlp_bias", false},
+          {"bos_token_id", 1},
+          {"eos_token_id", 2},
+          {"dtype", "float32"}};
+}
+
+json gpt2_small_config(bool quick) {
+  return {{"architectures", {"GPT2LMHeadModel"}},
+          {"model_type", "gpt2"},
+          {"n_embd", 768},
+          {"n_layer", quick ? 6 : 12},
+          {"n_head", 12},
+          {"n_positions", 1024},
+          {"n_ctx", 1024},
+          {"n_inner", nullptr},
+          {"vocab_size", 50257},
+          {"activation_function", "gelu_new"},
+          {"layer_norm_epsilon", 1e-5},
+          {"tie_word_embeddings", true},
+          {"bos_token_id", 50256},
+          {"eos_token_id", 50256},
+          {"dtype", "float32"}};
+}
+
+// ------------------------------------------------------------------ counting
+int64_t numel(const LinearWeights& w) { return w.defined() ? w.weight.numel() : 0; }
+
+// Elements of every matrix a token is multiplied by (layers, per-layer-input projection, LM head).
+int64_t matmul_params(const Model& m) {
+  int64_t p = m.lm_head().defined() ? m.lm_head().numel() : 0;
+  if (m.ple_model_projection().defined()) p += m.ple_model_projection().numel();
+  for (int i = 0; i < m.arch().num_layers(); ++i) {
+    const LayerWeights& l = m.layer_weights(i);
+    for (const LinearWeights* w : {&l.q, &l.k, &l.v, &l.o, &l.qkv, &l.gate, &l.up, &l.down, &l.ple_gate, &l.ple_projection})
+      p += numel(*w);
+  }
+  return p;
+}
+
+// Prefill FLOPs (2 m n k per product): every matrix for every token, logits at every position,
+// and the attention products QK^T and PV over the full S x S square (what a dense kernel computes).
+double prefill_flops(const Model& m, int64_t batch, int64_t tokens) {
+  double f = 2.0 * static_cast<double>(batch * tokens) * static_cast<double>(matmul_params(m));
+  for (const auto& l : m.spec().layers)
+    f += 4.0 * batch * l.num_q_heads * static_cast<double>(tokens) * tokens * l.head_dim;
+  return f;
+}
+
+// Bytes one decode step reads: every matrix once, plus each layer's cached K and V at `context`.
+double decode_bytes(const Model& m, int64_t context) {
+  const double elem = static_cast<double>(c10::elementSize(m.dtype()));
+  double b = elem * static_cast<double>(matmul_params(m));
+  for (const auto& l : m.spec().layers) b += elem * 2.0 * l.num_kv_heads * static_cast<double>(context) * l.head_dim;
+  return b;
+}
+
+// ------------------------------------------------------------------ machine figures
+// The reference figures, each timed alternately with the figure it divides (time_pair) so that
+// load from elsewhere on the machine hits both alike.
+// An n x n x n float32 matrix product through the same LibTorch: FLOPs 2 n^3.
+struct Gemm {
+  static constexpr int64_t n = 2048;
+  at::Tensor a = at::randn({n, n}), b = at::randn({n, n}), c = at::empty({n, n});
+  void operator()() { at::mm_out(c, a, b); }
+  static double flops() { return 2.0 * n * n * n; }
+};
+// A 512 MiB copy: bytes read plus bytes written.
+struct Copy {
+  static constexpr int64_t n = 128LL << 20;  // floats
+  at::Tensor src = at::ones({n}), dst = at::zeros({n});
+  void operator()() { dst.copy_(src); }
+  static double bytes() { return 2.0 * 4.0 * static_cast<double>(n); }
+};
+
+at::Tensor random_ids(const Model& m, int64_t batch, int64_t tokens, uint64_t seed) {
+  at::Generator g = at::detail::createCPUGenerator(seed);
+  return at::randint(1, m.spec().vocab_size, {batch, tokens}, g, at::TensorOptions().dtype(at::kLong));
+}
+
+// Prefills `prompt` into a fresh cache, then decodes `steps` greedy tokens; returns decode seconds.
+double decode_seconds(const Model& m, const at::Tensor& prompt, int64_t steps) {
+  KVCache cache(m, prompt.size(0), prompt.size(1) + steps);
+  ForwardOptions o;
+  o.cache = &cache;
+  o.last_position_only = true;
+  at::Tensor next = m.forward(prompt, o).argmax(-1);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) next = m.forward(next, o).argmax(-1);
+  return seconds_since(t0);
+}
+
+std::vector<std::string> split_lines(const std::string& path, size_t max_lines) {
+  std::vector<std::string> lines = edits::KeyStatistics::read_corpus(path);
+  if (lines.size() > max_lines) lines.resize(max_lines);
+  return lines;
+}
+
+}  // namespace
+
+std::string source_dir() { return GRAFT_SOURCE_DIR; }
+
+std::vector<std::string> model_names() { return {"gemma4-e2b", "llama-1b", "gpt2-small", "gemma4-facts"}; }
+
+void write_random_model(const std::string& name, bool quick, const std::string& dir) {
+  json config;
+  if (name == "gemma4-e2b") config = gemma4_e2b_config(quick);
+  else if (name == "llama-1b") config = llama_1b_config(quick);
+  else if (name == "gpt2-small") config = gpt2_small_config(quick);
+  else throw InputError("bench: no random model named '" + name + "'");
+  fs::create_directories(dir);
+  std::ofstream(dir + "/config.json") << config.dump(1);
+  const auto arch = arch::Architecture::from_json(config, dir + "/config.json");
+
+  at::Generator gen = at::detail::createCPUGenerator(1234);
+  std::vector<at::Tensor> data;
+  std::vector<io::TensorToWrite> tensors;
+  for (const auto& t : arch->expected_tensors()) {
+    at::Tensor x;
+    if (t.shape.size() >= 2) {
+      x = at::empty(t.shape).normal_(0.0, 0.02, gen);
+    } else {  // norm weights and scalars: the identity (1 - offset); biases 0
+      const bool bias = t.name.size() >= 4 && t.name.compare(t.name.size() - 4, 4, "bias") == 0;
+      x = at::full(t.shape, bias ? 0.0 : 1.0 - arch->spec().norm_weight_offset);
+    }
+    data.push_back(x);
+    tensors.push_back({t.name, io::DType::F32, t.shape, x.data_ptr(), static_cast<size_t>(x.nbytes())});
+  }
+  io::write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+}
+
+json measure_model(const std::string& name, const std::string& model_dir, const Options& opt,
+                   const std::function<void(const std::string&)>& log) {
+  const int r = std::max(1, opt.repeats);
+  if (opt.threads > 0) at::set_num_threads(opt.threads);
+  json out = {{"model", name}, {"dir", model_dir}, {"threads", at::get_num_threads()}};
+
+  // Memory first, before anything else allocates: load, then a small inference (prefill + decode).
+  const bool peak_reset = reset_peak_rss();
+  const int64_t base_kb = proc_status_kb("VmRSS");
+  auto t0 = std::chrono::steady_clock::now();
+  const std::shared_ptr<Model> model = Model::load(model_dir);
+  const Model& m = *model;
+  out["load_s"] = seconds_since(t0);
+  const int64_t load_kb = proc_status_kb("VmHWM") - base_kb;
+  const at::Tensor prompt = random_ids(m, 1, 128, 7);
+  decode_seconds(m, prompt, 16);
+  const int64_t infer_kb = proc_status_kb("VmHWM") - base_kb;
+  const double weight_bytes = static_cast<double>(m.weight_bytes());
+  out["weight_bytes"] = weight_bytes;
+  out["parameters"] = m.arch().parameter_count();
+  out["layers"] = m.arch().num_layers();
+  out["memory"] = {{"peak_reset", peak_reset},
+                   {"load_peak_bytes", load_kb * 1024.0},
+                   {"inference_peak_bytes", infer_kb * 1024.0},
+                   {"inference_over_weights", infer_kb * 1024.0 / weight_bytes},
+                   {"workload", "prefill 1x128 + 16 decode steps"},
+                   {"target", kMemoryOverWeights}};
+  log(name + ": loaded, " + std::to_string(static_cast<int64_t>(weight_bytes / (1 << 20))) + " MiB of weights");
+
+  Gemm gemm_run;
+  Copy copy_run;
+  out["gemm_flops_per_s"] = Gemm::flops() / time_median(r + 2, gemm_run);
+  out["copy_bytes_per_s"] = Copy::bytes() / time_median(r + 2, copy_run);
+  log(name + ": GEMM " + std::to_string(out["gemm_flops_per_s"].get<double>() / 1e9) + " GFLOP/s, copy " +
+      std::to_string(out["copy_bytes_per_s"].get<double>() / 1e9) + " GB/s");
+
+  // Prefill.
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 128}, {1, 512}, {8, 128}};
+  if (!opt.quick) shapes.push_back({8, 512});
+  if (m.spec().max_position_embeddings > 0)
+    shapes.erase(std::remove_if(shapes.begin(), shapes.end(), [&](auto s) { return s.second > m.spec().max_position_embeddings; }),
+                 shapes.end());
+  json prefill = json::array();
+  for (auto [b, s] : shapes) {
+    const at::Tensor ids = random_ids(m, b, s, 11);
+    const auto [t_gemm, t] = time_pair(r, gemm_run, [&] { m.forward(ids); });
+    const double flops = prefill_flops(m, b, s), gemm = Gemm::flops() / t_gemm;
+    prefill.push_back({{"batch", b}, {"tokens", s}, {"seconds", t}, {"tokens_per_s", b * s / t},
+                       {"flops", flops}, {"gemm_flops_per_s", gemm}, {"of_gemm_peak", flops / t / gemm}});
+    log(name + ": prefill " + std::to_string(b) + "x" + std::to_string(s) + " " + std::to_string(b * s / t) + " tok/s");
+  }
+  out["prefill"] = prefill;
+
+  // Decode with the KV cache, batch 1, after a 128-token prompt.
+  {
+    const int64_t steps = opt.quick ? 32 : 64;
+    std::vector<double> t, t_copy;
+    decode_seconds(m, prompt, steps);  // warm-up
+    for (int i = 0; i < r; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      copy_run();
+      t_copy.push_back(seconds_since(t0));
+      t.push_back(decode_seconds(m, prompt, steps));
+    }
+    const double sec = median(t), copy = Copy::bytes() / median(t_copy);
+    const double bytes = decode_bytes(m, 128 + steps / 2);
+    out["decode"] = {{"batch", 1}, {"prompt", 128}, {"steps", steps}, {"tokens_per_s", steps / sec},
+                     {"bytes_per_token", bytes}, {"copy_bytes_per_s", copy}, {"of_copy_bandwidth", bytes * steps / sec / copy}};
+    log(name + ": decode " + std::to_string(steps / sec) + " tok/s");
+  }
+
+  // Statistics of one middle layer's MLP key, as edits/stats.cpp accumulates them (float64 k^T k,
+  // forward stopped after the layer), against the same truncated forward without the hook.
+  {
+    const int layer = m.arch().num_layers() / 2;
+    const int64_t width = m.arch().intermediate_size_for_layer(layer);
+    const at::Tensor ids = random_ids(m, 4, 128, 13);
+    at::Tensor sum = at::zeros({width, width}, at::TensorOptions().dtype(at::kDouble));
+    Hooks hooks(m.arch().num_layers());
+    hooks.add({HookPoint::MlpPost, layer}, [&sum](const at::Tensor& keys, const HookName&) -> std::optional<at::Tensor> {
+      at::Tensor k = keys.reshape({-1, keys.size(-1)}).to(at::kDouble);
+      sum.addmm_(k.t(), k);
+      return std::nullopt;
+    });
+    ForwardOptions plain, stats;
+    plain.stop_after_layers = stats.stop_after_layers = layer + 1;
+    stats.hooks = &hooks;
+    const auto [t_plain, t_stats] = time_pair(r, [&] { m.forward(ids, plain); }, [&] { m.forward(ids, stats); });
+    // The float64 arithmetic alone, on a key of the same shape.
+    const at::Tensor k = at::randn({ids.numel(), width}, at::TensorOptions().dtype(at::kDouble));
+    const double t_kkt = time_median(r, [&] { sum.addmm_(k.t(), k); });
+    out["statistics"] = {{"layer", layer}, {"width", width}, {"batch", 4}, {"tokens", 128},
+                         {"plain_tokens_per_s", ids.numel() / t_plain}, {"stats_tokens_per_s", ids.numel() / t_stats},
+                         {"overhead", t_stats / t_plain - 1.0}, {"float64_kkt_share", t_kkt / t_plain},
+                         {"target", kStatsOverhead}};
+    log(name + ": statistics overhead " + std::to_string(t_stats / t_plain - 1.0));
+  }
+
+  // The hook machinery: null pointer vs an empty Hooks object, alternated, more repeats (small effect).
+  {
+    const at::Tensor ids = random_ids(m, 1, 128, 17);
+    Hooks empty(m.arch().num_layers());
+    ForwardOptions none, with_empty;
+    with_empty.hooks = &empty;
+    const auto [t_null, t_empty] = time_pair(4 * r + 1, [&] { m.forward(ids, none); }, [&] { m.forward(ids, with_empty); });
+    out["hooks"] = {{"null_s", t_null}, {"empty_s", t_empty}, {"overhead", t_empty / t_null - 1.0}, {"target", kHooksOverhead}};
+    log(name + ": empty-hooks overhead " + std::to_string(t_empty / t_null - 1.0));
+  }
+
+  // The facts model has a tokenizer: the real statistics collector and the editors.
+  if (name == "gemma4-facts") {
+    const std::string corpus = std::string(GRAFT_SOURCE_DIR) + "/models/facts_corpus.txt";
+    const std::string requests_path = std::string(GRAFT_SOURCE_DIR) + "/tests/data/facts/requests.json";
+    const int L = m.arch().num_layers();
+    edits::StatsOptions so;
+    so.layers = {L / 2 - 1, L / 2, L / 2 + 1};
+    so.max_tokens = opt.quick ? 5000 : 20000;
+    const std::vector<std::string> texts = split_lines(corpus, 4000);
+    t0 = std::chrono::steady_clock::now();
+    edits::KeyStatistics ks = edits::KeyStatistics::collect(m, texts, so);
+    const double t_collect = seconds_since(t0);
+    out["key_statistics"] = {{"layers", so.layers}, {"tokens", ks.tokens()}, {"seconds", t_collect},
+                             {"tokens_per_s", ks.tokens() / t_collect}};
+    log(name + ": KeyStatistics " + std::to_string(ks.tokens() / t_collect) + " tok/s");
+
+    const std::vector<edits::EditRequest> requests = edits::load_requests(requests_path);
+    edits::RomeOptions ro;
+    ro.layer = L / 2;
+    t0 = std::chrono::steady_clock::now();
+    const edits::EditOutcome rome = edits::rome(m, requests.at(0), ks, ro);
+    out["rome"] = {{"layer", ro.layer}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect},
+                   {"templates_s", rome.seconds_templates}, {"keys_s", rome.seconds_keys},
+                   {"values_s", rome.seconds_values}, {"solve_s", rome.seconds_solve}};
+    log(name + ": ROME done");
+
+    edits::MemitOptions mo;
+    mo.layers = so.layers;
+    const size_t n = std::min<size_t>(opt.quick ? 20 : 100, requests.size());
+    const std::vector<edits::EditRequest> batch(requests.begin(), requests.begin() + static_cast<long>(n));
+    t0 = std::chrono::steady_clock::now();
+    const edits::EditOutcome memit = edits::memit(*model, batch, ks, mo);
+    out["memit"] = {{"layers", mo.layers}, {"requests", n}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect},
+                    {"templates_s", memit.seconds_templates}, {"keys_s", memit.seconds_keys},
+                    {"values_s", memit.seconds_values}, {"solve_s", memit.seconds_solve}};
+    log(name + ": MEMIT done");
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ tables
+namespace {
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+std::string verdict(bool pass) { return pass ? "PASS" : "MISS"; }
+}  // namespace
+
+std::string format_tables(const json& results) {
+  std::ostringstream o;
+  o << "Reference figures (per model process, at its start): GEMM 2048^3 float32, copy 512 MiB (read + write bytes);\n"
+       "each ratio below divides by a reference timed alternately with it\n";
+  o << "model          layers  weights MiB  GEMM GFLOP/s  copy GB/s  load ms  threads\n";
+  for (const auto& r : results)
+    o << r["model"].get<std::string>() << std::string(15 - std::min<size_t>(14, r["model"].get<std::string>().size()), ' ')
+      << fmt("%6.0f", r["layers"].get<double>()) << fmt("  %11.0f", r["weight_bytes"].get<double>() / 1048576.0)
+      << fmt("  %12.1f", r["gemm_flops_per_s"].get<double>() / 1e9) << fmt("  %9.2f", r["copy_bytes_per_s"].get<double>() / 1e9)
+      << fmt("  %7.1f", 1e3 * r["load_s"].get<double>()) << fmt("  %7.0f", r["threads"].get<double>()) << "\n";
+
+  auto name = [](const json& r) {
+    std::string n = r["model"].get<std::string>();
+    return n + std::string(n.size() < 14 ? 14 - n.size() : 1, ' ');
+  };
+  o << "\nPrefill (FLOPs: 2mnk for every matrix and for QK^T, PV over the full square)\n";
+  o << "model         batch x tokens   tokens/s  GEMM GFLOP/s  of GEMM peak  target\n";
+  for (const auto& r : results)
+    for (const auto& p : r["prefill"]) {
+      const bool target_row = r["model"] == "llama-1b" && p["tokens"] == 512;
+      o << name(r) << fmt("%5.0f", p["batch"].get<double>()) << " x " << fmt("%-6.0f", p["tokens"].get<double>())
+        << fmt("  %9.1f", p["tokens_per_s"].get<double>()) << fmt("  %12.1f", p["gemm_flops_per_s"].get<double>() / 1e9)
+        << fmt("  %11.1f%%", 100 * p["of_gemm_peak"].get<double>())
+        << (target_row ? "  >= 60%: " + verdict(p["of_gemm_peak"].get<double>() >= kPrefillOfPeak) : std::string()) << "\n";
+    }
+  o << "\nDecode with the KV cache (batch 1, 128-token prompt; bytes: every matrix + cached K/V per token)\n";
+  o << "model         tokens/s  MiB/token  copy GB/s  of copy bandwidth  target >= 60%\n";
+  for (const auto& r : results) {
+    const auto& d = r["decode"];
+    o << name(r) << fmt("%8.1f", d["tokens_per_s"].get<double>()) << fmt("  %9.1f", d["bytes_per_token"].get<double>() / 1048576.0)
+      << fmt("  %9.2f", d["copy_bytes_per_s"].get<double>() / 1e9)
+      << fmt("  %16.1f%%", 100 * d["of_copy_bandwidth"].get<double>()) << "  "
+      << verdict(d["of_copy_bandwidth"].get<double>() >= kDecodeOfBandwidth) << "\n";
+  }
+  o << "\nStatistics of one MLP key (float64 k^T k hook, 4 x 128 tokens, forward stopped after the layer) vs the same forward\n";
+  o << "model         layer  width  plain tok/s  stats tok/s  overhead  (k^T k alone)  target <= 10%\n";
+  for (const auto& r : results) {
+    const auto& s = r["statistics"];
+    o << name(r) << fmt("%5.0f", s["layer"].get<double>()) << fmt("  %5.0f", s["width"].get<double>())
+      << fmt("  %11.1f", s["plain_tokens_per_s"].get<double>()) << fmt("  %11.1f", s["stats_tokens_per_s"].get<double>())
+      << fmt("  %7.1f%%", 100 * s["overhead"].get<double>()) << fmt("  %12.1f%%", 100 * s["float64_kkt_share"].get<double>())
+      << "  " << verdict(s["overhead"].get<double>() <= kStatsOverhead) << "\n";
+  }
+  o << "\nHook machinery (prefill 1 x 128): empty Hooks object vs null pointer, alternated\n";
+  o << "model         null ms   empty ms  overhead  target <= 2%\n";
+  for (const auto& r : results) {
+    const auto& h = r["hooks"];
+    o << name(r) << fmt("%7.1f", 1e3 * h["null_s"].get<double>()) << fmt("  %9.1f", 1e3 * h["empty_s"].get<double>())
+      << fmt("  %7.1f%%", 100 * h["overhead"].get<double>()) << "  " << verdict(h["overhead"].get<double>() <= kHooksOverhead) << "\n";
+  }
+  o << "\nPeak resident memory over weight bytes (fresh process per model; weights memory-mapped)\n";
+  o << "model         weights MiB  load peak MiB  inference peak MiB  ratio  target <= 1.2\n";
+  for (const auto& r : results) {
+    const auto& mem = r["memory"];
+    const double ratio = mem["inference_over_weights"].get<double>();
+    o << name(r) << fmt("%11.0f", r["weight_bytes"].get<double>() / 1048576.0)
+      << fmt("  %13.0f", mem["load_peak_bytes"].get<double>() / 1048576.0)
+      << fmt("  %18.0f", mem["inference_peak_bytes"].get<double>() / 1048576.0) << fmt("  %5.2f", ratio) << "  "
+      << verdict(ratio <= kMemoryOverWeights) << (mem["peak_reset"].get<bool>() ? "" : " (peak not reset)") << "\n";
+  }
+  for (const auto& r : results) {
+    if (r.contains("key_statistics")) {
+      const auto& k = r["key_statistics"];
+      o << "\nKeyStatistics::collect on " << r["model"].get<std::string>() << ": " << k["tokens"].get<int64_t>()
+        << " tokens, layers " << k["layers"].dump() << ", " << fmt("%.2f s", k["seconds"].get<double>())
+        << fmt(", %.0f tokens/s\n", k["tokens_per_s"].get<double>());
+    }
+    for (const char* e : {"rome", "memit"}) {
+      if (!r.contains(e)) continue;
+      const auto& x = r[e];
+      o << (std::string(e) == "rome" ? "ROME, 1 request" : "MEMIT, " + std::to_string(x["requests"].get<int>()) + " requests")
+        << fmt(": %.2f s", x["seconds"].get<double>()) << fmt(" (templates %.2f", x["templates_s"].get<double>())
+        << fmt(", keys %.2f", x["keys_s"].get<double>()) << fmt(", v* optimisation %.2f", x["values_s"].get<double>())
+        << fmt(", solve %.2f)", x["solve_s"].get<double>()) << fmt(" + statistics %.2f s\n", x["statistics_s"].get<double>());
+    }
+  }
+  return o.str();
+}
+
+}  // namespace graft::bench

@@ -1,0 +1,27 @@
+// MEMIT: many facts at once, spread over a range of layers (Meng et al. 2023). The target residual
+// z* is optimised at the last layer of the range; each layer, from the first, takes its share of
+// the remaining residual through dW = R K^T (lambda C + K K^T)^-1, solved in float64 at that layer's
+// own width. Later layers see the earlier layers' updates; the model is restored at the end.
+#pragma once
+
+#include <vector>
+
+#include "edits/rome.h"
+
+namespace graft::edits {
+
+struct MemitOptions {
+  std::vector<int> layers;  // required: the layers to spread the edits over
+  // Published hyperparameters (kmeng01 hparams/MEMIT, GPT-J): 25 steps, lr 0.5, weight decay 0.5,
+  // KL 0.0625, clamp 0.75, lambda 15000, context templates: bare + 5 of 10 tokens.
+  ValueOptions value{{HookPoint::ResidPost, -1}, 25, 0.5, 0.5, 0.0625, 0.75, 5e-2};
+  std::vector<TemplateSpec> templates{{10, 5}};
+  double covariance_weight = 15000.0;  // lambda (mom2_update_weight)
+  FactTokenChoice fact_token = FactTokenChoice::Last;  // traced: per request, at the first edited layer
+  uint64_t seed = 1;
+};
+
+// Computes the updates for all requests; the model is left as it was (weights restored exactly).
+EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options);
+
+}  // namespace graft::edits

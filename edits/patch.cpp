@@ -1,0 +1,536 @@
+// The patch file format (docs/patch-format.md): building a patch from an editor's updates, writing
+// it, reading it back with every field checked, and applying it in memory with an exact revert.
+#include "edits/patch.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <ctime>
+#include <limits>
+#include <set>
+
+#include "core/error.h"
+#include "core/io/detail.h"
+#include "core/io/sha256.h"
+#include "core/model.h"
+#include "core/tensor.h"
+#include "edits/patch_detail.h"
+
+#ifndef GRAFT_VERSION
+#define GRAFT_VERSION "unknown"
+#endif
+
+namespace graft::edits {
+namespace {
+
+using Json = nlohmann::json;
+// Quotes a name for a message (std::quoted would win overload resolution by ADL otherwise).
+std::string q(const std::string& name) { return io::detail::quoted(name); }
+
+std::string shape_string(const std::vector<int64_t>& shape) { return io::detail::shape_string(shape); }
+
+std::string now_iso8601_utc() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+std::vector<int64_t> sizes_of(const at::Tensor& t) { return t.sizes().vec(); }
+
+bool all_finite(const at::Tensor& t) { return t.numel() == 0 || at::isfinite(t).all().item<bool>(); }
+
+// The body tensors of an entry, in checksum order.
+std::vector<std::pair<std::string, const at::Tensor*>> body_tensors(const PatchEntry& entry) {
+  if (entry.kind == UpdateKind::LowRank)
+    return {{entry.tensor + ".left", &entry.left}, {entry.tensor + ".right", &entry.right}};
+  return {{entry.tensor + ".delta", &entry.dense}};
+}
+
+std::string body_checksum(const std::vector<PatchEntry>& entries) {
+  io::Sha256 sha;
+  for (const auto& entry : entries)
+    for (const auto& [name, tensor] : body_tensors(entry)) sha.update(tensor->data_ptr(), tensor->nbytes());
+  return io::Sha256::hex(sha.finish());
+}
+
+// A caller's tensor as a body tensor: float32, contiguous, on the CPU, owning its memory (a view of
+// the caller's buffer would change under the patch).
+at::Tensor to_body(const at::Tensor& t) {
+  return t.detach().to(at::kCPU, at::kFloat).contiguous().clone();
+}
+
+// ----- create -----
+
+[[noreturn]] void fail_update(const TensorUpdate& u, const std::string& problem) {
+  throw InputError("patch update for tensor " + q(u.tensor) + " (layer " + std::to_string(u.layer) +
+                   "): " + problem);
+}
+
+PatchEntry entry_from_update(const Model& model, const TensorUpdate& u) {
+  const auto& arch = model.arch();
+  if (u.layer < 0 || u.layer >= arch.num_layers())
+    fail_update(u, "layer out of range: the model has " + std::to_string(arch.num_layers()) + " layers");
+  const arch::LinearNames& down = arch.mlp_down_projection(u.layer);
+  if (u.tensor != down.weight)
+    fail_update(u, "patches update MLP down projections only; layer " + std::to_string(u.layer) + "'s is " +
+                       q(down.weight));
+  PatchEntry entry;
+  entry.tensor = u.tensor;
+  entry.layer = u.layer;
+  entry.layout = down.layout;
+  entry.shape = {arch.hidden_size(), arch.intermediate_size_for_layer(u.layer)};
+  const int64_t out = entry.shape[0], in = entry.shape[1];
+  const bool low_rank = u.left.defined() || u.right.defined();
+  if (low_rank == u.dense.defined()) fail_update(u, "set either left and right (low rank) or dense, not both or neither");
+  if (low_rank) {
+    if (!u.left.defined() || !u.right.defined()) fail_update(u, "a low-rank update needs both left and right");
+    const auto left = sizes_of(u.left), right = sizes_of(u.right);
+    if (left.size() != 2 || right.size() != 2 || left[1] != right[1] || left[1] < 1 || left[0] != out || right[0] != in)
+      fail_update(u, "left " + shape_string(left) + " and right " + shape_string(right) + " do not fit [out, in] = " +
+                         shape_string(entry.shape) + " (expected left [" + std::to_string(out) + ", r], right [" +
+                         std::to_string(in) + ", r]; width of layer " + std::to_string(u.layer) + " is " +
+                         std::to_string(in) + ")");
+    entry.kind = UpdateKind::LowRank;
+    entry.rank = left[1];
+    entry.left = to_body(u.left);
+    entry.right = to_body(u.right);
+  } else {
+    if (sizes_of(u.dense) != entry.shape)
+      fail_update(u, "dense update has shape " + shape_string(sizes_of(u.dense)) + ", expected [out, in] = " +
+                         shape_string(entry.shape) + " (width of layer " + std::to_string(u.layer) + " is " +
+                         std::to_string(in) + ")");
+    entry.kind = UpdateKind::Dense;
+    entry.dense = to_body(u.dense);
+  }
+  for (const auto& [name, tensor] : body_tensors(entry))
+    if (!all_finite(*tensor)) fail_update(u, name + " holds NaN or Inf (after conversion to float32)");
+  return entry;
+}
+
+// ----- header -----
+
+Json entry_header(const PatchEntry& e) {
+  Json j = {{"tensor", e.tensor}, {"layer", e.layer}, {"kind", update_kind_name(e.kind)},
+            {"shape", e.shape},   {"layout", weight_layout_name(e.layout)}};
+  if (e.kind == UpdateKind::LowRank) j["rank"] = e.rank;
+  return j;
+}
+
+Json base_header(const BaseFingerprint& base) {
+  Json tensors = Json::object();
+  for (const auto& [name, t] : base.tensors)
+    tensors[name] = {{"sha256", t.sha256}, {"dtype", t.dtype}, {"shape", t.shape}};
+  return {{"model_type", base.model_type}, {"family", base.family}, {"tensors", tensors}};
+}
+
+// Typed access to the header with errors that name the file and the field.
+class HeaderReader {
+ public:
+  explicit HeaderReader(std::string path) : path_(std::move(path)) {}
+  [[noreturn]] void fail(const std::string& problem) const {
+    throw FormatError(path_ + ": not a valid graft patch: " + problem);
+  }
+  const Json& field(const Json& object, const std::string& key, Json::value_t type, const std::string& where) const {
+    if (!object.is_object()) fail(where + " must be an object");
+    auto it = object.find(key);
+    if (it == object.end()) fail(where + " has no field " + q(key));
+    const bool ok = it->type() == type ||
+                    (type == Json::value_t::number_integer && it->type() == Json::value_t::number_unsigned);
+    if (!ok) fail(where + "." + key + " has the wrong type (" + it->type_name() + ")");
+    return *it;
+  }
+  std::string string(const Json& o, const std::string& key, const std::string& where) const {
+    return field(o, key, Json::value_t::string, where).get<std::string>();
+  }
+  int64_t integer(const Json& o, const std::string& key, const std::string& where) const {
+    return field(o, key, Json::value_t::number_integer, where).get<int64_t>();
+  }
+  std::vector<int64_t> shape(const Json& o, const std::string& key, const std::string& where) const {
+    const Json& s = field(o, key, Json::value_t::array, where);
+    std::vector<int64_t> dims;
+    for (const auto& d : s) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) fail(where + "." + key + " must list non-negative integers");
+      dims.push_back(d.get<int64_t>());
+    }
+    return dims;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+UpdateKind parse_kind(const HeaderReader& r, const std::string& s, const std::string& where) {
+  if (s == "low_rank") return UpdateKind::LowRank;
+  if (s == "dense") return UpdateKind::Dense;
+  r.fail(where + ".kind " + q(s) + " is not low_rank or dense");
+}
+
+arch::WeightLayout parse_layout(const HeaderReader& r, const std::string& s, const std::string& where) {
+  if (s == "out_in") return arch::WeightLayout::OutIn;
+  if (s == "in_out") return arch::WeightLayout::InOut;
+  r.fail(where + ".layout " + q(s) + " is not out_in or in_out");
+}
+
+BaseFingerprint parse_base(const HeaderReader& r, const Json& header) {
+  const Json& b = r.field(header, "base", Json::value_t::object, "header");
+  BaseFingerprint base;
+  base.model_type = r.string(b, "model_type", "base");
+  base.family = r.string(b, "family", "base");
+  for (const auto& [name, t] : r.field(b, "tensors", Json::value_t::object, "base").items()) {
+    const std::string where = "base.tensors[" + q(name) + "]";
+    BaseTensor bt{r.string(t, "sha256", where), r.string(t, "dtype", where), r.shape(t, "shape", where)};
+    if (bt.sha256.size() != 64 || bt.sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+      r.fail(where + ".sha256 is not a lower-case hex SHA-256");
+    base.tensors.emplace(name, std::move(bt));
+  }
+  return base;
+}
+
+// One body tensor, checked against the shape the header implies, copied out of the mapping.
+at::Tensor read_body_tensor(const HeaderReader& r, const io::SafetensorsFile& file, const std::string& name,
+                            const std::vector<int64_t>& shape) {
+  if (!file.contains(name)) r.fail("the body has no tensor " + q(name));
+  const io::TensorView& view = file.get(name);
+  if (view.dtype != io::DType::F32)
+    r.fail("body tensor " + q(name) + " is " + io::dtype_name(view.dtype) + ", expected F32");
+  if (view.shape != shape)
+    r.fail("body tensor " + q(name) + " has shape " + shape_string(view.shape) + ", the header implies " +
+           shape_string(shape));
+  return tensor_from_view(view).clone();  // own the bytes: the file may be replaced later
+}
+
+PatchEntry parse_entry(const HeaderReader& r, const io::SafetensorsFile& file, const Json& j, size_t index) {
+  const std::string where = "entries[" + std::to_string(index) + "]";
+  PatchEntry e;
+  e.tensor = r.string(j, "tensor", where);
+  e.layer = static_cast<int>(r.integer(j, "layer", where));
+  e.kind = parse_kind(r, r.string(j, "kind", where), where);
+  e.shape = r.shape(j, "shape", where);
+  e.layout = parse_layout(r, r.string(j, "layout", where), where);
+  if (e.shape.size() != 2 || e.shape[0] < 1 || e.shape[1] < 1) r.fail(where + ".shape must be [out, in]");
+  if (e.layer < 0) r.fail(where + ".layer must be >= 0");
+  if (e.kind == UpdateKind::LowRank) {
+    e.rank = r.integer(j, "rank", where);
+    if (e.rank < 1) r.fail(where + ".rank must be >= 1");
+    e.left = read_body_tensor(r, file, e.tensor + ".left", {e.shape[0], e.rank});
+    e.right = read_body_tensor(r, file, e.tensor + ".right", {e.shape[1], e.rank});
+  } else {
+    e.dense = read_body_tensor(r, file, e.tensor + ".delta", e.shape);
+  }
+  return e;
+}
+
+// ----- applying in memory -----
+
+at::ScalarType compute_dtype(const at::Tensor& weight) {
+  return weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace
+
+const char* update_kind_name(UpdateKind kind) { return kind == UpdateKind::LowRank ? "low_rank" : "dense"; }
+const char* weight_layout_name(arch::WeightLayout l) { return l == arch::WeightLayout::InOut ? "in_out" : "out_in"; }
+
+at::Tensor PatchEntry::logical_delta() const {
+  if (kind == UpdateKind::Dense) return dense.to(at::kDouble);
+  return at::matmul(left.to(at::kDouble), right.to(at::kDouble).t());
+}
+
+at::Tensor PatchEntry::stored_delta() const {
+  at::Tensor d = logical_delta();
+  return layout == arch::WeightLayout::InOut ? d.t().contiguous() : d;
+}
+
+// ----- Patch -----
+
+Patch Patch::create(const Model& base, std::vector<TensorUpdate> updates, PatchProvenance provenance) {
+  if (updates.empty()) throw InputError("a patch needs at least one tensor update");
+  if (provenance.method.empty()) throw InputError("a patch needs provenance.method (\"rome\", \"memit\", ...)");
+  Patch patch;
+  std::set<std::string> seen;
+  for (const auto& u : updates) {
+    if (!seen.insert(u.tensor).second)
+      fail_update(u, "two updates for the same tensor; sum them into one before making the patch");
+    patch.entries_.push_back(entry_from_update(base, u));
+  }
+  const auto& checkpoint = base.checkpoint();
+  const auto record = detail::read_record(base.dir(), checkpoint);
+  patch.base_.model_type = base.spec().model_type;
+  patch.base_.family = arch::family_name(base.spec().family);
+  for (const auto& e : patch.entries_) {
+    const io::TensorView& view = checkpoint.get(e.tensor);
+    const auto expected = detail::stored_shape(e.shape, e.layout);
+    if (view.shape != expected)
+      throw InputError(view.file->path() + ": tensor " + q(e.tensor) + " is stored as " + shape_string(view.shape) +
+                       ", expected " + shape_string(expected) + " from config.json");
+    patch.base_.tensors[e.tensor] = {detail::base_sha256(checkpoint, record ? &*record : nullptr, e.tensor),
+                                     io::dtype_name(view.dtype), view.shape};
+  }
+  patch.provenance_ = std::move(provenance);
+  patch.created_ = now_iso8601_utc();
+  patch.graft_version_ = GRAFT_VERSION;
+  patch.checksum_ = body_checksum(patch.entries_);
+  return patch;
+}
+
+Json Patch::header() const {
+  Json entries = Json::array();
+  for (const auto& e : entries_) entries.push_back(entry_header(e));
+  return {{"format", kPatchFormatName},
+          {"format_version", kPatchFormatVersion},
+          {"graft_version", graft_version_},
+          {"created", created_},
+          {"base", base_header(base_)},
+          {"method", provenance_.method},
+          {"hyperparameters", provenance_.hyperparameters},
+          {"requests", provenance_.requests},
+          {"notes", provenance_.notes},
+          {"entries", entries},
+          {"body_sha256", checksum_}};
+}
+
+void Patch::save(const std::string& path) const {
+  std::vector<io::TensorToWrite> tensors;
+  for (const auto& e : entries_)
+    for (const auto& [name, t] : body_tensors(e))
+      tensors.push_back({name, io::DType::F32, sizes_of(*t), t->data_ptr(), t->nbytes()});
+  io::write_safetensors(path, tensors, {{kPatchMetadataKey, header().dump()}});
+}
+
+Patch Patch::load(const std::string& path) {
+  const io::SafetensorsFile file = io::SafetensorsFile::open(path);  // truncation, bad offsets: FormatError
+  const HeaderReader r(path);
+  const auto meta = file.metadata().find(kPatchMetadataKey);
+  if (meta == file.metadata().end())
+    r.fail("no " + q(kPatchMetadataKey) + " entry in the safetensors __metadata__");
+  Json header;
+  try {
+    header = Json::parse(meta->second);
+  } catch (const Json::exception& e) {
+    r.fail("the header is not valid JSON: " + io::detail::printable(e.what()));
+  }
+  if (!header.is_object()) r.fail("the header is not a JSON object");
+  const std::string format = r.string(header, "format", "header");
+  if (format != kPatchFormatName) r.fail("format is " + q(format) + ", expected " + q(kPatchFormatName));
+  const int64_t version = r.integer(header, "format_version", "header");
+  if (version != kPatchFormatVersion)
+    r.fail("format version " + std::to_string(version) + " (this graft reads version " +
+           std::to_string(kPatchFormatVersion) + (version > kPatchFormatVersion ? "; the patch is from a newer graft)" : ")"));
+
+  Patch patch;
+  patch.source_ = path;
+  patch.graft_version_ = r.string(header, "graft_version", "header");
+  patch.created_ = r.string(header, "created", "header");
+  patch.provenance_.method = r.string(header, "method", "header");
+  patch.provenance_.hyperparameters = header.value("hyperparameters", Json::object());
+  patch.provenance_.requests = header.value("requests", Json::array());
+  patch.provenance_.notes = header.value("notes", Json());
+  patch.base_ = parse_base(r, header);
+  const Json& entries = r.field(header, "entries", Json::value_t::array, "header");
+  if (entries.empty()) r.fail("no entries");
+  std::set<std::string> body_names;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    PatchEntry e = parse_entry(r, file, entries[i], i);
+    if (patch.base_.tensors.count(e.tensor) == 0) r.fail("base.tensors has no fingerprint for " + q(e.tensor));
+    if (patch.base_.tensors.at(e.tensor).shape != detail::stored_shape(e.shape, e.layout))
+      r.fail("entry " + q(e.tensor) + ": shape " + shape_string(e.shape) + " with layout " +
+             weight_layout_name(e.layout) + " disagrees with the base shape " +
+             shape_string(patch.base_.tensors.at(e.tensor).shape));
+    for (const auto& [name, t] : body_tensors(e))
+      if (!body_names.insert(name).second) r.fail("tensor " + q(e.tensor) + " has two entries");
+    patch.entries_.push_back(std::move(e));
+  }
+  if (body_names.size() != file.tensors().size()) r.fail("the body holds tensors no entry uses");
+  if (patch.base_.tensors.size() != patch.entries_.size()) r.fail("base.tensors lists tensors no entry touches");
+
+  const std::string stored_checksum = r.string(header, "body_sha256", "header");
+  patch.checksum_ = body_checksum(patch.entries_);
+  if (patch.checksum_ != stored_checksum)
+    r.fail("body checksum mismatch (header says " + stored_checksum + ", body hashes to " + patch.checksum_ +
+           "): the file is corrupt");
+  for (const auto& e : patch.entries_)
+    for (const auto& [name, t] : body_tensors(e))
+      if (!all_finite(*t)) r.fail("body tensor " + q(name) + " holds NaN or Inf");
+  return patch;
+}
+
+double Patch::max_abs_delta() const {
+  double most = 0.0;
+  for (const auto& e : entries_) most = std::max(most, e.logical_delta().abs().max().item<double>());
+  return most;
+}
+
+std::string patch_mismatch(const Model& model, const Patch& patch) {
+  const auto record = detail::read_record(model.dir(), model.checkpoint());
+  return detail::mismatch(model.arch(), model.checkpoint(), record ? &*record : nullptr, patch);
+}
+
+// ----- PatchStack -----
+
+bool PatchStack::is_applied(const Patch& patch) const {
+  for (const auto& a : applied_)
+    if (a.checksum == patch.checksum()) return true;
+  return false;
+}
+
+std::vector<std::string> PatchStack::applied_checksums() const {
+  std::vector<std::string> out;
+  for (const auto& a : applied_) out.push_back(a.checksum);
+  return out;
+}
+
+void PatchStack::apply(const Patch& patch) {
+  if (is_applied(patch)) throw InputError("patch " + detail::describe(patch) + " is already applied to this model");
+  const auto on_disk = detail::read_record(model_.dir(), model_.checkpoint());
+  if (on_disk)
+    for (const auto& p : on_disk->applied)
+      if (p.checksum() == patch.checksum())
+        throw InputError("patch " + detail::describe(patch) + " is already applied: " + model_.dir() + "/" +
+                         kPatchRecordFile + " records it");
+  const std::string why = detail::mismatch(model_.arch(), model_.checkpoint(), on_disk ? &*on_disk : nullptr, patch);
+  if (!why.empty())
+    throw InputError("patch " + detail::describe(patch) + " does not belong to the model in " + model_.dir() + ": " + why);
+  // Every new value is computed before any weight changes, so a failure leaves the model as it was.
+  Applied record{patch.checksum(), {}};
+  std::vector<std::pair<at::Tensor*, at::Tensor>> writes;
+  for (const auto& e : patch.entries()) {
+    at::Tensor& weight = model_.weight(e.tensor);
+    const auto expected = detail::stored_shape(e.shape, e.layout);
+    if (sizes_of(weight) != expected)
+      throw InputError("patch " + detail::describe(patch) + ": weight " + q(e.tensor) + " has shape " +
+                       shape_string(sizes_of(weight)) + " in memory, expected " + shape_string(expected));
+    const at::ScalarType type = compute_dtype(weight);
+    const at::Tensor delta = e.stored_delta().to(weight.device(), type);
+    writes.emplace_back(&weight, (weight.to(type) + delta).to(weight.scalar_type()));
+    record.originals.emplace(e.tensor, weight.clone());
+  }
+  for (auto& [weight, value] : writes) weight->copy_(value);
+  applied_.push_back(std::move(record));
+}
+
+void PatchStack::revert(const Patch& patch) {
+  size_t index = applied_.size();
+  for (size_t i = 0; i < applied_.size(); ++i)
+    if (applied_[i].checksum == patch.checksum()) index = i;
+  if (index == applied_.size())
+    throw InputError("patch " + detail::describe(patch) + " is not applied to this model; nothing to revert");
+  // A later patch that changed the same tensor was added on top of this one's result: restoring
+  // this one's originals would silently drop it too.
+  for (size_t later = index + 1; later < applied_.size(); ++later)
+    for (const auto& [name, original] : applied_[index].originals)
+      if (applied_[later].originals.count(name))
+        throw InputError("cannot revert patch " + detail::describe(patch) + " yet: patch " +
+                         applied_[later].checksum.substr(0, 12) + ", applied after it, also changes " + q(name) +
+                         "; revert that one first");
+  for (const auto& [name, original] : applied_[index].originals) model_.weight(name).copy_(original);
+  applied_.erase(applied_.begin() + static_cast<std::ptrdiff_t>(index));
+}
+
+void PatchStack::revert_all() {
+  while (!applied_.empty()) {
+    for (const auto& [name, original] : applied_.back().originals) model_.weight(name).copy_(original);
+    applied_.pop_back();
+  }
+}
+
+// ----- detail shared with patch_directory.cpp -----
+
+namespace detail {
+
+std::vector<int64_t> stored_shape(const std::vector<int64_t>& logical, arch::WeightLayout layout) {
+  if (layout == arch::WeightLayout::InOut && logical.size() == 2) return {logical[1], logical[0]};
+  return logical;
+}
+
+std::string describe(const Patch& patch) {
+  std::string text = patch.checksum().substr(0, 12) + " (" + patch.provenance().method;
+  if (!patch.source().empty()) text += ", " + patch.source();
+  return text + ")";
+}
+
+std::string stored_tensor_sha256(const io::TensorView& view) {
+  const io::MappedFile& mapped = *view.file;
+  const std::string& path = mapped.path();
+  const auto offset = static_cast<off_t>(view.data - mapped.data());
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) throw InputError(path + ": cannot open to fingerprint " + q(view.name) + ": " + io::detail::os_error(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != mapped.size()) {
+    ::close(fd);
+    throw FormatError(path + ": the file changed on disk since it was opened; reload the model");
+  }
+  io::Sha256 sha;
+  std::vector<char> chunk(size_t{1} << 20);
+  size_t done = 0;
+  while (done < view.nbytes) {
+    const size_t want = std::min(chunk.size(), view.nbytes - done);
+    const ssize_t n = ::pread(fd, chunk.data(), want, offset + static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      throw InputError(path + ": cannot read tensor " + q(view.name) + ": " + io::detail::os_error(err));
+    }
+    sha.update(chunk.data(), static_cast<size_t>(n));
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return io::Sha256::hex(sha.finish());
+}
+
+std::string base_sha256(const io::Checkpoint& checkpoint, const Record* record, const std::string& tensor) {
+  if (record) {
+    const auto it = record->base.tensors.find(tensor);
+    if (it != record->base.tensors.end()) return it->second.sha256;
+  }
+  return stored_tensor_sha256(checkpoint.get(tensor));
+}
+
+std::string mismatch(const arch::Architecture& arch, const io::Checkpoint& checkpoint, const Record* record,
+                     const Patch& patch) {
+  const auto& spec = arch.spec();
+  const std::string family = arch::family_name(spec.family);
+  if (patch.base().model_type != spec.model_type || patch.base().family != family)
+    return "the patch is for a " + patch.base().model_type + " (" + patch.base().family + ") model, this is a " +
+           spec.model_type + " (" + family + ") model";
+  for (const auto& e : patch.entries()) {
+    if (e.layer >= arch.num_layers())
+      return "entry " + q(e.tensor) + " is for layer " + std::to_string(e.layer) + ", the model has " +
+             std::to_string(arch.num_layers());
+    const arch::LinearNames& down = arch.mlp_down_projection(e.layer);
+    if (down.weight != e.tensor)
+      return "entry " + q(e.tensor) + ": layer " + std::to_string(e.layer) + "'s down projection here is " +
+             q(down.weight);
+    if (down.layout != e.layout)
+      return "entry " + q(e.tensor) + ": the patch says layout " + weight_layout_name(e.layout) +
+             ", the model stores " + weight_layout_name(down.layout);
+    const std::vector<int64_t> logical = {arch.hidden_size(), arch.intermediate_size_for_layer(e.layer)};
+    if (e.shape != logical)
+      return "entry " + q(e.tensor) + " has shape " + shape_string(e.shape) + ", layer " +
+             std::to_string(e.layer) + " of this model needs " + shape_string(logical);
+    if (!checkpoint.contains(e.tensor)) return "the checkpoint has no tensor " + q(e.tensor);
+    const io::TensorView& view = checkpoint.get(e.tensor);
+    if (view.shape != stored_shape(e.shape, e.layout))
+      return "tensor " + q(e.tensor) + " is stored as " + shape_string(view.shape) + ", the patch expects " +
+             shape_string(stored_shape(e.shape, e.layout));
+    const std::string expected = patch.base().tensors.at(e.tensor).sha256;
+    const std::string actual = base_sha256(checkpoint, record, e.tensor);
+    if (actual != expected)
+      return "tensor " + q(e.tensor) + " has fingerprint " + actual.substr(0, 16) + "..., the patch was made for " +
+             expected.substr(0, 16) + "... (another model or another version of it)";
+  }
+  return "";
+}
+
+}  // namespace detail
+}  // namespace graft::edits

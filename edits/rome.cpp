@@ -1,0 +1,162 @@
+#include "edits/rome.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
+#include <map>
+
+#include "core/error.h"
+#include "core/model.h"
+
+namespace graft::edits {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+FactTokenChoice parse_fact_token(const std::string& name) {
+  if (name == "last") return FactTokenChoice::Last;
+  if (name == "traced") return FactTokenChoice::Traced;
+  throw InputError("--fact-token \"" + name + "\": use last or traced");
+}
+
+const char* fact_token_name(FactTokenChoice choice) { return choice == FactTokenChoice::Last ? "last" : "traced"; }
+
+nlohmann::json to_json(const ValueOptions& o) {
+  return {{"steps", o.steps},       {"learning_rate", o.learning_rate},         {"weight_decay", o.weight_decay},
+          {"kl_factor", o.kl_factor}, {"clamp_norm_factor", o.clamp_norm_factor}, {"stop_loss", o.stop_loss}};
+}
+
+EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options) {
+  const int layer = options.layer;
+  if (layer < 0 || layer >= model.arch().num_layers())
+    throw InputError("--layers: ROME needs one layer in [0, " + std::to_string(model.arch().num_layers()) + ")");
+  const at::Tensor second_moment = stats.second_moment(layer);  // checks the layer was collected
+  EditOutcome out;
+  auto clock = std::chrono::steady_clock::now();
+  const std::vector<std::string> contexts = context_templates(model, options.templates, options.seed);
+  out.seconds_templates = seconds_since(clock);
+
+  // Keys (input of the down projection) and values (its output) at the fact token.
+  clock = std::chrono::steady_clock::now();
+  const std::vector<FactToken> token{options.fact_token == FactTokenChoice::Traced
+                                         ? traced_fact_token(model, request, layer, options.seed)
+                                         : FactToken{}};
+  const auto captured = subject_activations(model, {request}, contexts,
+                                            {HookName{HookPoint::MlpPost, layer}, HookName{HookPoint::MlpDown, layer}}, token);
+  const at::Tensor keys = captured[0][0].to(at::kDouble), values = captured[1][0].to(at::kDouble);  // [C, I], [C, H]
+  const at::Tensor key_mean = keys.mean(0);
+  out.seconds_keys = seconds_since(clock);
+
+  clock = std::chrono::steady_clock::now();
+  ValueOptions value_options = options.value;
+  value_options.point = HookName{HookPoint::MlpDown, layer};
+  const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, token);
+  out.seconds_values = seconds_since(clock);
+
+  clock = std::chrono::steady_clock::now();
+  SolveReport report;
+  at::Tensor u = options.covariance_adjustment ? solve_symmetric(second_moment, key_mean, &report) : key_mean.clone();
+  u = u / u.norm();
+  const at::Tensor target = optimized.target()[0].to(at::kDouble);
+  const at::Tensor key = options.consistent_keys ? key_mean : keys[0];
+  const at::Tensor current = options.consistent_keys ? values.mean(0) : values[0];
+  const double denominator = at::dot(key, u).item<double>();
+  if (std::abs(denominator) < 1e-12) throw Error("ROME: the key is orthogonal to C^-1 k; refusing a degenerate update");
+  const at::Tensor right_vector = (target - current) / denominator;
+  out.seconds_solve = seconds_since(clock);
+
+  const auto& down = model.arch().mlp_down_projection(layer);
+  TensorUpdate update;
+  update.tensor = down.weight;
+  update.layer = layer;
+  update.left = right_vector.to(at::kFloat).unsqueeze(1);  // [H, 1]
+  update.right = u.to(at::kFloat).unsqueeze(1);            // [I, 1]
+  out.updates.push_back(update);
+
+  out.hyperparameters = {{"method", "rome"},
+                         {"layer", layer},
+                         {"value", to_json(options.value)},
+                         {"templates", nlohmann::json::array()},
+                         {"covariance_adjustment", options.covariance_adjustment},
+                         {"consistent_keys", options.consistent_keys},
+                         {"fact_token", fact_token_name(options.fact_token)},
+                         {"seed", options.seed},
+                         {"statistics_tokens", stats.tokens()}};
+  for (const auto& t : options.templates) out.hyperparameters["templates"].push_back({t.tokens, t.count});
+  out.diagnostics = {{"layer", layer},
+                     {"fact_token_offset", token[0].offset},
+                     {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
+                     {"condition", report.condition},
+                     {"ridge", report.ridge},
+                     {"contexts", contexts.size()},
+                     {"final_loss", optimized.loss[0]},
+                     {"target_probability", optimized.target_prob[0]},
+                     {"optimizer_steps", optimized.steps[0]},
+                     {"delta_norm", optimized.delta[0].norm().item<double>()},
+                     {"update_norm", right_vector.norm().item<double>()}};
+  return out;
+}
+
+}  // namespace graft::edits
+
+namespace graft::edits {
+
+Patch make_patch(const Model& model, EditOutcome outcome, const std::string& method, const std::vector<EditRequest>& requests) {
+  PatchProvenance provenance;
+  provenance.method = method;
+  provenance.hyperparameters = outcome.hyperparameters;
+  for (const auto& r : requests) provenance.requests.push_back(request_to_json(r));
+  provenance.notes = {{"diagnostics", outcome.diagnostics},
+                      {"seconds",
+                       {{"templates", outcome.seconds_templates},
+                        {"keys", outcome.seconds_keys},
+                        {"values", outcome.seconds_values},
+                        {"solve", outcome.seconds_solve}}}};
+  return Patch::create(model, std::move(outcome.updates), std::move(provenance));
+}
+
+EditOutcome rome_sequential(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats,
+                            const RomeOptions& options) {
+  if (requests.empty()) throw InputError("rome: no requests");
+  EditOutcome total;
+  total.diagnostics = nlohmann::json::array();
+  std::map<std::string, at::Tensor> originals;
+  std::map<std::string, TensorUpdate> merged;
+  try {
+    for (const auto& request : requests) {
+      EditOutcome one = rome(model, request, stats, options);
+      for (auto& update : one.updates) {
+        at::Tensor& weight = model.weight(update.tensor);
+        if (!originals.count(update.tensor)) originals.emplace(update.tensor, weight.clone());
+        at::Tensor delta = at::matmul(update.left, update.right.t());
+        if (model.arch().mlp_down_projection(update.layer).layout == arch::WeightLayout::InOut) delta = delta.t();
+        weight.add_(delta.to(weight.scalar_type()).to(weight.device()));
+        auto it = merged.find(update.tensor);
+        if (it == merged.end()) {
+          merged.emplace(update.tensor, update);
+        } else {
+          it->second.left = at::cat({it->second.left, update.left}, 1);
+          it->second.right = at::cat({it->second.right, update.right}, 1);
+        }
+      }
+      total.hyperparameters = one.hyperparameters;
+      total.diagnostics.push_back(one.diagnostics);
+      total.seconds_templates += one.seconds_templates;
+      total.seconds_keys += one.seconds_keys;
+      total.seconds_values += one.seconds_values;
+      total.seconds_solve += one.seconds_solve;
+    }
+  } catch (...) {
+    for (auto& [name, original] : originals) model.weight(name).copy_(original);
+    throw;
+  }
+  for (auto& [name, original] : originals) model.weight(name).copy_(original);
+  for (auto& [name, update] : merged) total.updates.push_back(std::move(update));
+  return total;
+}
+
+}  // namespace graft::edits

@@ -1,0 +1,182 @@
+#include "edits/stats.h"
+
+#include <algorithm>
+#include <fstream>
+#include <ATen/core/grad_mode.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/hooks.h"
+#include "core/io/safetensors.h"
+#include "core/model.h"
+#include "core/tensor.h"
+#include "edits/tokens.h"
+
+namespace graft::edits {
+namespace {
+
+std::vector<int> resolve_layers(const Model& model, std::vector<int> layers) {
+  const int count = model.arch().num_layers();
+  if (layers.empty())
+    for (int i = 0; i < count; ++i) layers.push_back(i);
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  for (int layer : layers)
+    if (layer < 0 || layer >= count)
+      throw InputError("--layers: layer " + std::to_string(layer) + " out of range (the model has " + std::to_string(count) + ")");
+  return layers;
+}
+
+// Cuts the corpus into token windows (every window starts with BOS, as edit prompts do).
+std::vector<std::vector<int64_t>> token_windows(const Model& model, const std::vector<std::string>& texts, int64_t window,
+                                                int64_t max_tokens) {
+  std::vector<std::vector<int64_t>> windows;
+  int64_t total = 0;
+  for (const auto& text : texts) {
+    const std::vector<int64_t> ids = encode_prompt(model, text);
+    for (size_t start = 0; start < ids.size() && total < max_tokens; start += static_cast<size_t>(window)) {
+      const size_t end = std::min(ids.size(), start + static_cast<size_t>(window));
+      const int64_t take = std::min<int64_t>(static_cast<int64_t>(end - start), max_tokens - total);
+      windows.emplace_back(ids.begin() + static_cast<long>(start), ids.begin() + static_cast<long>(start + take));
+      total += take;
+    }
+    if (total >= max_tokens) break;
+  }
+  return windows;
+}
+
+}  // namespace
+
+std::vector<std::string> KeyStatistics::read_corpus(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("--corpus " + path + ": cannot open");
+  std::vector<std::string> texts;
+  for (std::string line; std::getline(in, line);)
+    if (line.find_first_not_of(" \t\r") != std::string::npos) texts.push_back(line);
+  if (texts.empty()) throw InputError("--corpus " + path + ": no text");
+  return texts;
+}
+
+KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::string>& texts, const StatsOptions& options) {
+  if (options.window < 2) throw InputError("window: must be at least 2 tokens");
+  if (options.batch_size < 1) throw InputError("batch size: must be at least 1");
+  const std::vector<int> layers = resolve_layers(model, options.layers);
+  KeyStatistics stats;
+  stats.model_type_ = model.spec().model_type;
+  stats.hidden_size_ = model.spec().hidden_size;
+  for (int layer : layers) {
+    const int64_t width = model.arch().intermediate_size_for_layer(layer);
+    stats.sums_[layer] = at::zeros({width, width}, at::TensorOptions().dtype(at::kDouble));
+  }
+
+  const auto windows = token_windows(model, texts, options.window, options.max_tokens);
+  int64_t total = 0;
+  for (const auto& w : windows) total += static_cast<int64_t>(w.size());
+  const int64_t pad = model.spec().pad_token_id.value_or(0);
+
+  at::NoGradGuard no_grad;
+  for (size_t begin = 0; begin < windows.size(); begin += static_cast<size_t>(options.batch_size)) {
+    const size_t end = std::min(windows.size(), begin + static_cast<size_t>(options.batch_size));
+    int64_t longest = 0;
+    for (size_t i = begin; i < end; ++i) longest = std::max<int64_t>(longest, static_cast<int64_t>(windows[i].size()));
+    const int64_t rows = static_cast<int64_t>(end - begin);
+    at::Tensor ids = at::full({rows, longest}, pad, at::kLong);
+    at::Tensor mask = at::zeros({rows, longest}, at::kLong);
+    for (size_t i = begin; i < end; ++i) {
+      const auto& w = windows[i];
+      const int64_t n = static_cast<int64_t>(w.size());
+      ids[static_cast<int64_t>(i - begin)].narrow(0, 0, n).copy_(at::tensor(w, at::kLong));
+      mask[static_cast<int64_t>(i - begin)].narrow(0, 0, n).fill_(1);
+    }
+    // Right padding: real tokens never attend to padding, and padding rows are dropped below.
+    const at::Tensor real = mask.flatten().nonzero().squeeze(-1).to(model.device());
+    Hooks hooks(model.arch().num_layers());
+    for (int layer : layers) {
+      at::Tensor& sum = stats.sums_[layer];
+      hooks.add({HookPoint::MlpPost, layer}, [&sum, &real](const at::Tensor& keys, const HookName&) -> std::optional<at::Tensor> {
+        at::Tensor k = keys.reshape({-1, keys.size(-1)}).index_select(0, real).to(at::kDouble).cpu();
+        sum.addmm_(k.t(), k);
+        return std::nullopt;
+      });
+    }
+    ForwardOptions forward;
+    forward.attention_mask = mask;
+    forward.hooks = &hooks;
+    forward.stop_after_layers = layers.back() + 1;
+    model.forward(ids, forward);
+    stats.tokens_ += real.numel();
+    if (options.on_progress) options.on_progress(stats.tokens_, total);
+  }
+  if (stats.tokens_ == 0) throw InputError("statistics: the corpus produced no tokens");
+  return stats;
+}
+
+std::vector<int> KeyStatistics::layers() const {
+  std::vector<int> out;
+  for (const auto& [layer, sum] : sums_) out.push_back(layer);
+  return out;
+}
+
+at::Tensor KeyStatistics::second_moment(int layer) const {
+  auto it = sums_.find(layer);
+  if (it == sums_.end()) {
+    std::string have;
+    for (int l : layers()) have += (have.empty() ? "" : ", ") + std::to_string(l);
+    throw InputError("statistics: layer " + std::to_string(layer) + " was not collected (have: " + have +
+                     "); run `graft stats` with --layers including it");
+  }
+  return it->second / static_cast<double>(tokens_);
+}
+
+void KeyStatistics::save(const std::string& path) const {
+  std::vector<io::TensorToWrite> tensors;
+  std::vector<at::Tensor> keep;
+  nlohmann::json widths = nlohmann::json::object();
+  for (const auto& [layer, sum] : sums_) {
+    keep.push_back(sum.contiguous());
+    tensors.push_back({"layers." + std::to_string(layer) + ".sum_kkT", io::DType::F64, sum.sizes().vec(),
+                       keep.back().data_ptr(), static_cast<size_t>(sum.numel()) * sizeof(double)});
+    widths[std::to_string(layer)] = sum.size(0);
+  }
+  const nlohmann::json header = {{"format", "graft-key-statistics"}, {"version", 1}, {"model_type", model_type_},
+                                 {"hidden_size", hidden_size_}, {"tokens", tokens_}, {"widths", widths},
+                                 {"statistic", "sum over tokens of k k^T, k = blocks.{i}.mlp.hook_post"}};
+  io::write_safetensors(path, tensors, {{"graft", header.dump()}});
+}
+
+KeyStatistics KeyStatistics::load(const std::string& path, const Model& model) {
+  const io::SafetensorsFile file = io::SafetensorsFile::open(path);
+  const auto it = file.metadata().find("graft");
+  if (it == file.metadata().end()) throw InputError(path + ": not a graft statistics file (no \"graft\" metadata)");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(path + ": statistics header is not JSON (" + e.what() + ")");
+  }
+  if (header.value("format", "") != "graft-key-statistics" || header.value("version", 0) != 1)
+    throw FormatError(path + ": not a graft statistics file of version 1");
+  KeyStatistics stats;
+  stats.model_type_ = header.value("model_type", "");
+  stats.hidden_size_ = header.value("hidden_size", int64_t{0});
+  stats.tokens_ = header.value("tokens", int64_t{0});
+  if (stats.model_type_ != model.spec().model_type || stats.hidden_size_ != model.spec().hidden_size)
+    throw InputError(path + ": statistics were collected on a " + stats.model_type_ + " model with hidden size " +
+                     std::to_string(stats.hidden_size_) + ", not on this model (" + model.dir() + ")");
+  if (stats.tokens_ <= 0) throw FormatError(path + ": statistics over no tokens");
+  for (const auto& name : file.names()) {
+    const std::string prefix = "layers.", suffix = ".sum_kkT";
+    if (name.rfind(prefix, 0) != 0 || name.size() <= prefix.size() + suffix.size()) continue;
+    const int layer = std::stoi(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()));
+    const int64_t width = model.arch().intermediate_size_for_layer(layer);
+    const auto& view = file.get(name);
+    if (view.dtype != io::DType::F64 || view.shape != std::vector<int64_t>{width, width})
+      throw InputError(path + ": layer " + std::to_string(layer) + " statistics have shape/dtype unlike the model's MLP width " +
+                       std::to_string(width));
+    stats.sums_[layer] = tensor_from_view(view).clone();
+  }
+  if (stats.sums_.empty()) throw FormatError(path + ": no layer statistics in the file");
+  return stats;
+}
+
+}  // namespace graft::edits

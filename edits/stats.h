@@ -1,0 +1,56 @@
+// Second-moment statistics of MLP keys: C = E[k k^T] of `blocks.{i}.mlp.hook_post` (the input of the
+// down projection, width intermediate_size_for_layer(i)) over every token of a text corpus. ROME's
+// u = C^-1 k and MEMIT's (lambda C + K K^T) both need it. Accumulated in float64, streamed in
+// batches, saved as safetensors so edits reuse it.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace graft {
+class Model;
+}
+
+namespace graft::edits {
+
+struct StatsOptions {
+  std::vector<int> layers;        // empty: every layer
+  int64_t max_tokens = 1000000;   // stop after this many tokens
+  int64_t window = 256;           // tokens per sequence (longer texts are cut into windows)
+  int64_t batch_size = 8;         // sequences per forward pass
+  std::function<void(int64_t tokens, int64_t total)> on_progress;
+};
+
+class KeyStatistics {
+ public:
+  // Runs the model over `texts` (each encoded with BOS as the editors do) and accumulates k k^T
+  // at every real token of the chosen layers. The forward stops after the last chosen layer.
+  static KeyStatistics collect(const Model& model, const std::vector<std::string>& texts, const StatsOptions& options);
+  // One text per line of a UTF-8 file (blank lines skipped).
+  static std::vector<std::string> read_corpus(const std::string& path);
+
+  void save(const std::string& path) const;
+  // Loads and checks that the statistics belong to this model (model type, hidden size, and each
+  // layer's width); InputError naming the file and layer otherwise.
+  static KeyStatistics load(const std::string& path, const Model& model);
+
+  bool has_layer(int layer) const { return sums_.count(layer) > 0; }
+  std::vector<int> layers() const;
+  // E[k k^T] for a layer, float64 [I, I] on the CPU; InputError naming the layer if not collected.
+  at::Tensor second_moment(int layer) const;
+  int64_t tokens() const { return tokens_; }
+  const std::string& model_type() const { return model_type_; }
+
+ private:
+  std::map<int, at::Tensor> sums_;  // sum of k k^T (float64)
+  int64_t tokens_ = 0;
+  std::string model_type_;
+  int64_t hidden_size_ = 0;
+};
+
+}  // namespace graft::edits

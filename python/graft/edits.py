@@ -1,0 +1,141 @@
+"""Editing what a model knows: crown-scan, key statistics, ROME, MEMIT, patches and evaluation.
+
+>>> import graft
+>>> model = graft.load("models/gemma4_facts")
+>>> request = graft.load_requests("tests/data/facts/requests.json")[0]
+>>> stats = graft.collect_stats(model, "models/facts_corpus.txt")
+>>> patch = graft.rome(model, request, stats=stats)      # layer picked by crown-scan
+>>> model.apply_patch(patch)
+>>> print(graft.evaluate(model, [request]))           # efficacy, paraphrase, neighborhood
+
+Every editor returns a :class:`graft.Patch` and leaves the model as it was; applying the patch is a
+separate, revertible step (:meth:`graft.Model.apply_patch`, :meth:`graft.Model.revert_patch`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Union
+
+from graft import _graft
+from graft._graft import CrownScanResult, EditRequest, EvaluationResult, KeyStatistics, Patch
+
+if TYPE_CHECKING:
+    from graft.model import Model
+
+__all__ = ["collect_stats", "crown_scan", "evaluate", "load_requests", "memit", "rome"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+RequestLike = Union[EditRequest, Mapping[str, object]]
+StatsLike = Union[KeyStatistics, PathLike]
+
+
+def load_requests(path: PathLike) -> list[EditRequest]:
+    """Read CounterFact-style edit requests from a JSON file (an array, or one object).
+
+    GraftError naming the file, the index and the key for a missing ``{}``, an empty subject or
+    target, or a value of the wrong type.
+    """
+    return list(EditRequest.load(os.fspath(path)))
+
+
+def _request(request: RequestLike) -> EditRequest:
+    if isinstance(request, EditRequest):
+        return request
+    if isinstance(request, Mapping):
+        return EditRequest.from_dict(dict(request))
+    raise _graft.GraftError(f"an edit request must be a graft.EditRequest or a dict, got {type(request).__name__}")
+
+
+def _requests(requests: Union[RequestLike, Iterable[RequestLike]]) -> list[EditRequest]:
+    if isinstance(requests, (EditRequest, Mapping)):
+        return [_request(requests)]
+    out = [_request(r) for r in requests]
+    if not out:
+        raise _graft.GraftError("no edit requests given")
+    return out
+
+
+def _stats(model: Model, stats: StatsLike) -> KeyStatistics:
+    if isinstance(stats, KeyStatistics):
+        return stats
+    if isinstance(stats, (str, os.PathLike)):
+        return KeyStatistics.load(os.fspath(stats), model.native)
+    raise _graft.GraftError(f"stats must be graft.KeyStatistics or the path of saved statistics, got {type(stats).__name__}")
+
+
+def crown_scan(model: Model, prompt: str, subject: str, expect: Optional[str] = None, *, samples: int = 10,
+               noise: float = 3.0, seed: int = 1, window: int = 10, trace: bool = True) -> CrownScanResult:
+    """Where does the model keep a fact? Per-layer ablation and causal tracing at the subject's last token.
+
+    ``prompt`` holds ``{}`` where ``subject`` goes; ``expect`` is the answer to watch (None: the
+    model's own top-1 next token). ``result.layers[i]`` has each layer's effects and
+    ``result.picked_layer`` the layer ROME should edit (largest MLP-window indirect effect when
+    ``trace``, else the largest ablation drop). ``str(result)`` is the text report.
+    """
+    return _graft.crown_scan(model.native, prompt, subject, expect, samples, noise, seed, window, trace)
+
+
+def collect_stats(model: Model, texts: Union[Sequence[str], PathLike], layers: Optional[Iterable[int]] = None, *,
+                  max_tokens: int = 1_000_000, window: int = 256, batch_size: int = 8) -> KeyStatistics:
+    """Second moments E[k k^T] of the MLP keys (``blocks.{i}.mlp.hook_post``) over a corpus.
+
+    ``texts``: a list of strings, or the path of a UTF-8 file with one text per line. ``layers``:
+    the layers to collect (None: every layer). ROME and MEMIT need the layers they edit; save the
+    result with ``stats.save(path)`` and pass the path (or the object) as ``stats=`` later.
+    """
+    if isinstance(texts, (str, os.PathLike)):
+        corpus = KeyStatistics.read_corpus(os.fspath(texts))
+    else:
+        corpus = list(texts)
+        if not all(isinstance(t, str) for t in corpus):
+            raise _graft.GraftError("texts must be strings (or one path)")
+    return KeyStatistics.collect(model.native, corpus, sorted(set(layers or [])), max_tokens, window, batch_size)
+
+
+def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, stats: StatsLike,
+         covariance_adjustment: bool = True, consistent_keys: bool = True, seed: int = 1,
+         steps: Optional[int] = None, learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
+         clamp_norm_factor: Optional[float] = None, fact_token: str = "last") -> Patch:
+    """ROME: rewrite one fact with a rank-1 update of one layer's MLP down projection.
+
+    ``request``: a :class:`graft.EditRequest` or a dict like the entries of requests.json.
+    ``layer``: the layer to edit; None picks it with :func:`crown_scan` (watching ``target_true``).
+    ``stats``: :class:`graft.KeyStatistics` holding that layer (or the path of saved ones).
+    ``fact_token``: "last" (the subject's last token, as published) or "traced" (the subject token
+    whose hidden state causal tracing finds carries the fact).
+    The remaining arguments override the published hyperparameters. Returns a :class:`graft.Patch`;
+    the model itself is not changed (apply the patch with :meth:`graft.Model.apply_patch`).
+    """
+    edit = _request(request)
+    if layer is None:
+        layer = crown_scan(model, edit.prompt, edit.subject, edit.target_true).picked_layer
+    return _graft.rome(model.native, edit, _stats(model, stats), int(layer), covariance_adjustment, consistent_keys, seed,
+                       steps, learning_rate, kl_factor, clamp_norm_factor, fact_token)
+
+
+def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], layers: Iterable[int], *,
+          stats: StatsLike, covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
+          learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
+          clamp_norm_factor: Optional[float] = None, fact_token: str = "last") -> Patch:
+    """MEMIT: rewrite many facts at once, spreading the change over ``layers`` (e.g. ``range(2, 6)``).
+
+    ``stats`` must hold every one of the layers; ``covariance_weight`` is MEMIT's lambda. Returns a
+    :class:`graft.Patch` with one update per layer; the model itself is not changed.
+    """
+    layer_list = [int(layer) for layer in layers]
+    if not layer_list:
+        raise _graft.GraftError("memit needs at least one layer")
+    return _graft.memit(model.native, _requests(requests), _stats(model, stats), layer_list, covariance_weight, seed,
+                        steps, learning_rate, kl_factor, clamp_norm_factor, fact_token)
+
+
+def evaluate(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], *, batch_size: int = 0) -> EvaluationResult:
+    """CounterFact-style scores of the model as it is (patches applied included).
+
+    ``result.efficacy``, ``result.paraphrase`` and ``result.neighborhood`` hold the success rates
+    (new target beats the true one; neighbours keep their answers), the probability margins and
+    top-1 accuracies; ``result.score`` is their harmonic mean. Every request needs ``target_true``.
+    ``str(result)`` is a table; :func:`graft.format_comparison` puts two results side by side.
+    """
+    return _graft.evaluate(model.native, _requests(requests), batch_size)

@@ -1,0 +1,114 @@
+// ROME and MEMIT mechanics: keys at each layer's true width, the rank-1 constraint, the value
+// optimisation, restored weights, and refusals.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "core/model.h"
+#include "edits/memit.h"
+#include "edits/rome.h"
+#include "edits/tokens.h"
+
+namespace graft::edits {
+namespace {
+
+const std::string kModel = std::string(GRAFT_MODELS_DIR) + "/gemma4_facts";
+const std::string kCorpus = std::string(GRAFT_MODELS_DIR) + "/facts_corpus.txt";
+
+struct Fixture {
+  std::shared_ptr<Model> model = Model::load(kModel);
+  std::vector<EditRequest> requests = load_requests(std::string(GRAFT_TEST_DATA) + "/facts/requests.json");
+  KeyStatistics stats = [this] {
+    StatsOptions options;
+    options.layers = {0, 1, 4};
+    options.max_tokens = 4000;
+    return KeyStatistics::collect(*model, KeyStatistics::read_corpus(kCorpus), options);
+  }();
+};
+Fixture& fixture() {
+  static Fixture f;
+  return f;
+}
+
+double new_target_probability(const Model& model, const EditRequest& r) {
+  const PromptWithTarget pt = split_target(model, r.filled_prompt(), r.target_new);
+  ForwardOptions options;
+  options.last_position_only = true;
+  return model.forward(at::tensor(pt.prompt, at::kLong).unsqueeze(0), options).to(at::kFloat).softmax(-1)[0][0][pt.target[0]].item<double>();
+}
+
+TEST(KeyStatistics, AreSymmetricAtEachLayersOwnWidth) {
+  auto& f = fixture();
+  EXPECT_EQ(f.stats.second_moment(0).sizes(), (at::IntArrayRef{384, 384}));
+  EXPECT_EQ(f.stats.second_moment(4).sizes(), (at::IntArrayRef{768, 768}));  // double-wide, KV-shared layer
+  EXPECT_TRUE(at::allclose(f.stats.second_moment(4), f.stats.second_moment(4).t()));
+  EXPECT_THROW(f.stats.second_moment(2), InputError);
+}
+
+TEST(Rome, SatisfiesItsConstraintAndRaisesTheNewTarget) {
+  auto& f = fixture();
+  const EditRequest& r = f.requests[0];
+  RomeOptions options;
+  options.layer = 0;
+  options.fact_token = FactTokenChoice::Traced;
+  const double before = new_target_probability(*f.model, r);
+  const at::Tensor weight_before = f.model->weight(f.model->arch().mlp_down_projection(0).weight).clone();
+  const EditOutcome out = rome(*f.model, r, f.stats, options);
+  EXPECT_TRUE(at::equal(f.model->weight(f.model->arch().mlp_down_projection(0).weight), weight_before));  // untouched
+  ASSERT_EQ(out.updates.size(), 1u);
+  EXPECT_EQ(out.updates[0].left.sizes(), (at::IntArrayRef{128, 1}));
+  EXPECT_EQ(out.updates[0].right.sizes(), (at::IntArrayRef{384, 1}));
+  EXPECT_NEAR(out.updates[0].right.norm().item<double>(), 1.0, 1e-5);  // u = C^-1 k / |C^-1 k|
+
+  // The value optimisation made progress, and the patched model prefers the new target more.
+  EXPECT_GT(out.diagnostics["target_probability"].get<double>(), before);
+  Patch patch = make_patch(*f.model, out, "rome", {r});
+  PatchStack stack(*f.model);
+  stack.apply(patch);
+  EXPECT_GT(new_target_probability(*f.model, r), 100 * before);
+  stack.revert(patch);
+  EXPECT_TRUE(at::equal(f.model->weight(f.model->arch().mlp_down_projection(0).weight), weight_before));
+}
+
+TEST(Rome, RefusesLayersWithoutStatistics) {
+  auto& f = fixture();
+  RomeOptions options;
+  options.layer = 2;
+  EXPECT_THROW(rome(*f.model, f.requests[0], f.stats, options), InputError);
+  options.layer = 99;
+  EXPECT_THROW(rome(*f.model, f.requests[0], f.stats, options), InputError);
+}
+
+TEST(Memit, UpdatesEachLayerAtItsWidthAndRestoresTheModel) {
+  auto& f = fixture();
+  const std::vector<EditRequest> batch(f.requests.begin(), f.requests.begin() + 4);
+  const at::Tensor w0 = f.model->weight(f.model->arch().mlp_down_projection(0).weight).clone();
+  MemitOptions options;
+  options.layers = {0, 1};
+  options.covariance_weight = 1.0;
+  const EditOutcome out = memit(*f.model, batch, f.stats, options);
+  ASSERT_EQ(out.updates.size(), 2u);
+  for (const auto& u : out.updates) {
+    EXPECT_EQ(u.left.sizes(), (at::IntArrayRef{128, 4}));
+    EXPECT_EQ(u.right.sizes(), (at::IntArrayRef{f.model->arch().intermediate_size_for_layer(u.layer), 4}));
+    EXPECT_TRUE(at::isfinite(u.left).all().item<bool>() && at::isfinite(u.right).all().item<bool>());
+  }
+  EXPECT_TRUE(at::equal(f.model->weight(f.model->arch().mlp_down_projection(0).weight), w0));
+  options.layers = {};
+  EXPECT_THROW(memit(*f.model, batch, f.stats, options), InputError);
+}
+
+TEST(SolveSymmetric, AddsARidgeOnlyWhenRankDeficient) {
+  SolveReport report;
+  const at::Tensor b = at::ones({3}, at::kDouble);
+  solve_symmetric(at::eye(3, at::kDouble) * 2, b, &report);
+  EXPECT_EQ(report.ridge, 0.0);
+  EXPECT_NEAR(report.condition, 1.0, 1e-12);
+  const at::Tensor singular = at::tensor({1.0, 1.0, 1.0}, at::kDouble).unsqueeze(1);
+  const at::Tensor x = solve_symmetric(at::matmul(singular, singular.t()), b, &report);
+  EXPECT_GT(report.ridge, 0.0);
+  EXPECT_TRUE(at::isfinite(x).all().item<bool>());
+}
+
+}  // namespace
+}  // namespace graft::edits
