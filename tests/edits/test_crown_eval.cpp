@@ -129,15 +129,16 @@ INSTANTIATE_TEST_SUITE_P(Facts, FactsModel, ::testing::Values("gemma4_facts", "l
 
 TEST(CrownScan, LayersAboveTheLastKvProducerCannotReachTheAnswer) {
   // gemma4_facts: layers 4..7 read the K/V of layers 2 and 3, so what any layer from 3 up writes at
-  // the subject's position is never read: no effect, exactly, and never picked.
+  // the subject's position is never read: no effect (up to the rounding of a different batch
+  // shape, ~1e-12), and never picked.
   const Model& m = model("gemma4_facts");
   const EditRequest& r = requests()[20];
   const CrownScanResult scan = crown_scan(m, r.prompt, r.subject, std::nullopt);
   for (const CrownLayer& l : scan.layers) {
     EXPECT_EQ(l.reaches_answer, l.layer < 3) << "layer " << l.layer;
     if (l.reaches_answer) continue;
-    EXPECT_EQ(l.ablation_log_delta, 0.0) << "layer " << l.layer;
-    EXPECT_EQ(l.indirect_effect, 0.0) << "layer " << l.layer;
+    EXPECT_NEAR(l.ablation_log_delta, 0.0, 1e-9) << "layer " << l.layer;
+    EXPECT_NEAR(l.indirect_effect, 0.0, 1e-9) << "layer " << l.layer;
   }
   EXPECT_LT(scan.picked_layer, 3);
   EXPECT_LT(scan.ablation_layer, 3);
