@@ -36,13 +36,6 @@ at::Tensor memit_keys(const Model& model, const std::vector<EditRequest>& reques
   return 0.5 * keys.select(1, 0) + 0.5 * keys.narrow(1, 1, keys.size(1) - 1).mean(1);  // [N, I]
 }
 
-// Adds dW[out, in] = left @ right^T to a weight in the layout the checkpoint stores.
-void add_update(at::Tensor& weight, const at::Tensor& left, const at::Tensor& right, arch::WeightLayout layout) {
-  at::Tensor delta = at::matmul(left, right.t());
-  if (layout == arch::WeightLayout::InOut) delta = delta.t();
-  weight.add_(delta.to(weight.scalar_type()).to(weight.device()));
-}
-
 }  // namespace
 
 EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options) {
@@ -64,10 +57,11 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
   const at::Tensor z_target = optimized.target().to(at::kDouble);  // [N, H]
   out.seconds_values = seconds_since(clock);
 
-  // Layers are edited in place, in order, so each sees the earlier ones; originals are restored.
-  std::vector<std::pair<std::string, at::Tensor>> originals;
+  // Layers are edited in place, in order, so each sees the earlier ones; the weights are restored
+  // when `applied` goes out of scope.
   nlohmann::json layer_reports = nlohmann::json::array();
-  try {
+  {
+    TemporaryUpdates applied(model);
     for (size_t i = 0; i < layers.size(); ++i) {
       const int layer = layers[i];
       clock = std::chrono::steady_clock::now();
@@ -90,9 +84,7 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
       update.layer = layer;
       update.left = residual.t().to(at::kFloat).contiguous();  // [H, N]
       update.right = adjusted.to(at::kFloat).contiguous();     // [I, N]
-      at::Tensor& weight = model.weight(down.weight);
-      originals.emplace_back(down.weight, weight.clone());
-      add_update(weight, update.left, update.right, down.layout);
+      applied.add(update);
       out.updates.push_back(update);
       layer_reports.push_back({{"layer", layer},
                                {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
@@ -101,11 +93,7 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
                                {"residual_norm", residual.norm().item<double>()},
                                {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()}});
     }
-  } catch (...) {
-    for (auto& [name, original] : originals) model.weight(name).copy_(original);
-    throw;
   }
-  for (auto& [name, original] : originals) model.weight(name).copy_(original);
 
   out.hyperparameters = {{"method", "memit"},
                          {"layers", layers},

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <map>
 
@@ -258,7 +257,6 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
       out.target_prob[static_cast<size_t>(r)] = prob_cpu[r].item<double>();
       if (loss_cpu[r].item<double>() < options.stop_loss) active[r] = 0;
     }
-    if (std::getenv("GRAFT_DEBUG_VALUES")) fprintf(stderr, "step %lld loss %.4f nll %.4f kl %.4f decay %.4f |delta| %.3f |init| %.3f\n", (long long)step, loss.sum().item<double>(), nll.sum().item<double>(), kl.sum().item<double>(), decay.sum().item<double>(), delta.norm().item<double>(), initial.norm().item<double>());
     if (active.sum().item<double>() == 0 || step == options.steps - 1) break;  // as coded: no update on the last step
 
     loss.sum().backward();
@@ -324,6 +322,18 @@ FactToken traced_fact_token(const Model& model, const EditRequest& request, int 
     if (p > best) best = p, best_offset = offset;
   }
   return FactToken{best_offset};
+}
+
+TemporaryUpdates::~TemporaryUpdates() {
+  for (auto& [name, original] : originals_) model_.weight(name).copy_(original);
+}
+
+void TemporaryUpdates::add(const TensorUpdate& update) {
+  at::Tensor& weight = model_.weight(update.tensor);
+  if (!originals_.count(update.tensor)) originals_.emplace(update.tensor, weight.clone());
+  at::Tensor delta = update.dense.defined() ? update.dense : at::matmul(update.left, update.right.t());
+  if (model_.arch().mlp_down_projection(update.layer).layout == arch::WeightLayout::InOut) delta = delta.t();
+  weight.add_(delta.to(weight.scalar_type()).to(weight.device()));
 }
 
 at::Tensor solve_symmetric(const at::Tensor& a, const at::Tensor& b, SolveReport* report) {

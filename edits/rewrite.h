@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "core/hooks.h"
+#include "edits/patch.h"
 #include "edits/request.h"
 
 namespace graft {
@@ -71,6 +73,23 @@ struct OptimizedValues {
 OptimizedValues optimize_values(const Model& model, const std::vector<EditRequest>& requests,
                                 const std::vector<std::string>& contexts, const ValueOptions& options,
                                 const std::vector<FactToken>& tokens = {});
+
+// Updates applied to a model's weights for the duration of an edit (so later steps see earlier
+// ones), undone exactly when it goes out of scope, error or not: the first time a tensor is
+// touched its bytes are copied, and the copies are written back at the end.
+class TemporaryUpdates {
+ public:
+  explicit TemporaryUpdates(Model& model) : model_(model) {}
+  ~TemporaryUpdates();
+  TemporaryUpdates(const TemporaryUpdates&) = delete;
+  TemporaryUpdates& operator=(const TemporaryUpdates&) = delete;
+  // Adds dW = left @ right^T (logical [out, in]) to the tensor, in the layout the checkpoint stores.
+  void add(const TensorUpdate& update);
+
+ private:
+  Model& model_;
+  std::map<std::string, at::Tensor> originals_;
+};
 
 // Solves (A) x = b in float64 for symmetric positive semi-definite A, adding a ridge when A is
 // rank-deficient or badly conditioned. Reports what it did.

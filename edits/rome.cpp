@@ -124,17 +124,13 @@ EditOutcome rome_sequential(Model& model, const std::vector<EditRequest>& reques
   if (requests.empty()) throw InputError("rome: no requests");
   EditOutcome total;
   total.diagnostics = nlohmann::json::array();
-  std::map<std::string, at::Tensor> originals;
   std::map<std::string, TensorUpdate> merged;
-  try {
+  {
+    TemporaryUpdates applied(model);  // each request sees the earlier ones; restored at the end
     for (const auto& request : requests) {
       EditOutcome one = rome(model, request, stats, options);
       for (auto& update : one.updates) {
-        at::Tensor& weight = model.weight(update.tensor);
-        if (!originals.count(update.tensor)) originals.emplace(update.tensor, weight.clone());
-        at::Tensor delta = at::matmul(update.left, update.right.t());
-        if (model.arch().mlp_down_projection(update.layer).layout == arch::WeightLayout::InOut) delta = delta.t();
-        weight.add_(delta.to(weight.scalar_type()).to(weight.device()));
+        applied.add(update);
         auto it = merged.find(update.tensor);
         if (it == merged.end()) {
           merged.emplace(update.tensor, update);
@@ -150,11 +146,7 @@ EditOutcome rome_sequential(Model& model, const std::vector<EditRequest>& reques
       total.seconds_values += one.seconds_values;
       total.seconds_solve += one.seconds_solve;
     }
-  } catch (...) {
-    for (auto& [name, original] : originals) model.weight(name).copy_(original);
-    throw;
   }
-  for (auto& [name, original] : originals) model.weight(name).copy_(original);
   for (auto& [name, update] : merged) total.updates.push_back(std::move(update));
   return total;
 }
