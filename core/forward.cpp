@@ -8,6 +8,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/gemv.h"
 #include "core/model.h"
 #include "core/rope.h"
 
@@ -20,8 +21,16 @@ using arch::ModelSpec;
 // ---------------------------------------------------------------------------------------------
 // Building blocks
 
+// Decoding multiplies one row per sequence by each matrix: that product only reads the matrix, and
+// small_batch_linear (core/gemv.h) reads it faster than LibTorch's CPU path does.
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {}) {
+  at::Tensor y = small_batch_linear(x, weight, bias);
+  return y.defined() ? y : at::linear(x, weight, bias);
+}
+
 at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
-  if (w.layout == arch::WeightLayout::OutIn) return at::linear(x, w.weight, w.bias);
+  if (w.layout == arch::WeightLayout::OutIn) return project(x, w.weight, w.bias);
+  if (at::Tensor y = small_batch_linear(x, w.weight, w.bias, /*in_out=*/true); y.defined()) return y;
   at::Tensor y = at::matmul(x, w.weight);  // GPT-2 Conv1D stores [in, out]
   return w.bias.defined() ? y + w.bias : y;
 }
@@ -191,7 +200,7 @@ at::Tensor Forward::per_layer_inputs(const at::Tensor& ids, const at::Tensor& em
   at::Tensor tokens = at::embedding(table, ids) *
                       at::scalar_tensor(token_scale, at::TensorOptions().dtype(at::kFloat)).to(table.scalar_type()).to(ids.device());
   tokens = tokens.reshape({step_.batch, step_.seq, layers, width});
-  at::Tensor context = at::linear(embeds, model_.ple_model_projection()) *
+  at::Tensor context = project(embeds, model_.ple_model_projection()) *
                        std::pow(static_cast<double>(spec_.hidden_size), -0.5);
   context = context.reshape({step_.batch, step_.seq, layers, width});
   context = rms_norm(context, model_.ple_projection_norm().weight, spec_);
@@ -342,7 +351,7 @@ at::Tensor Forward::logits(at::Tensor x) {
   x = norm(x, model_.final_norm(), spec_);
   x = hook(HookPoint::LnFinal, -1, x);
   if (options_.last_position_only) x = x.narrow(1, x.size(1) - 1, 1);
-  at::Tensor out = at::linear(x, model_.lm_head());
+  at::Tensor out = project(x, model_.lm_head());
   if (spec_.final_logit_softcap != 0.0) out = soft_cap(out, spec_.final_logit_softcap);
   return hook(HookPoint::Logits, -1, out);
 }

@@ -47,6 +47,71 @@ std::vector<std::vector<int64_t>> token_windows(const Model& model, const std::v
 
 }  // namespace
 
+KeyMomentSum::KeyMomentSum(int64_t width, int64_t flush_tokens) : width_(width), flush_tokens_(std::max<int64_t>(1, flush_tokens)) {
+  if (width < 1) throw InputError("key statistics: width must be at least 1");
+  sum_ = at::zeros({width, width}, at::TensorOptions().dtype(at::kDouble));
+}
+
+void KeyMomentSum::add(const at::Tensor& keys) {
+  if (width_ == 0) throw Error("KeyMomentSum: add() after finish()");
+  if (keys.dim() < 1 || keys.size(-1) != width_)
+    throw InputError("key statistics: keys of width " + std::to_string(keys.dim() ? keys.size(-1) : 0) + ", expected " +
+                     std::to_string(width_));
+  const at::ScalarType type = keys.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor k = keys.detach().reshape({-1, width_}).to(at::kCPU, type).contiguous();
+  if (panels_.empty() || panels_.front().scalar_type() != type) {
+    flush();
+    panels_.clear();
+    for (int64_t start = 0; start < width_; start += kPanelWidth) {
+      const int64_t end = std::min(width_, start + kPanelWidth);
+      panels_.push_back(at::empty({end, end - start}, at::TensorOptions().dtype(type)));
+    }
+  }
+  for (int64_t first = 0; first < k.size(0);) {
+    if (pending_ >= flush_tokens_) flush();
+    const int64_t rows = std::min(k.size(0) - first, flush_tokens_ - pending_);
+    const at::Tensor chunk = k.narrow(0, first, rows);
+    for (size_t p = 0; p < panels_.size(); ++p) {
+      at::Tensor& panel = panels_[p];
+      const int64_t start = static_cast<int64_t>(p) * kPanelWidth, end = panel.size(0);
+      // panel += K[:, :end]^T K[:, start:end]; beta 0 after a flush (the panel then holds garbage).
+      const at::Tensor a = chunk.narrow(1, 0, end).t(), b = chunk.narrow(1, start, end - start);
+      if (pending_ == 0) at::mm_out(panel, a, b);
+      else panel.addmm_(a, b);
+    }
+    pending_ += rows;
+    tokens_ += rows;
+    first += rows;
+  }
+}
+
+void KeyMomentSum::flush() {
+  if (pending_ == 0) return;
+  for (size_t p = 0; p < panels_.size(); ++p) {
+    const int64_t start = static_cast<int64_t>(p) * kPanelWidth, end = panels_[p].size(0);
+    sum_.narrow(0, 0, end).narrow(1, start, end - start).add_(panels_[p]);
+  }
+  pending_ = 0;
+}
+
+at::Tensor KeyMomentSum::finish() {
+  if (width_ == 0) throw Error("KeyMomentSum: finish() twice");
+  flush();
+  panels_.clear();
+  for (int64_t start = 0; start < width_; start += kPanelWidth) {
+    const int64_t n = std::min(width_, start + kPanelWidth) - start;
+    // Below the diagonal blocks: the transpose of what is above them.
+    if (start > 0) sum_.narrow(0, start, n).narrow(1, 0, start).copy_(sum_.narrow(0, 0, start).narrow(1, start, n).t());
+    // Diagonal blocks were multiplied whole; make them exactly symmetric.
+    at::Tensor block = sum_.narrow(0, start, n).narrow(1, start, n);
+    block.copy_((block + block.t()) * 0.5);
+  }
+  at::Tensor out = std::move(sum_);
+  sum_ = at::Tensor();
+  width_ = 0;
+  return out;
+}
+
 std::vector<std::string> KeyStatistics::read_corpus(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw InputError("--corpus " + path + ": cannot open");
@@ -64,10 +129,8 @@ KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::
   KeyStatistics stats;
   stats.model_type_ = model.spec().model_type;
   stats.hidden_size_ = model.spec().hidden_size;
-  for (int layer : layers) {
-    const int64_t width = model.arch().intermediate_size_for_layer(layer);
-    stats.sums_[layer] = at::zeros({width, width}, at::TensorOptions().dtype(at::kDouble));
-  }
+  std::map<int, KeyMomentSum> sums;
+  for (int layer : layers) sums.emplace(layer, KeyMomentSum(model.arch().intermediate_size_for_layer(layer)));
 
   const auto windows = token_windows(model, texts, options.window, options.max_tokens);
   int64_t total = 0;
@@ -92,10 +155,9 @@ KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::
     const at::Tensor real = mask.flatten().nonzero().squeeze(-1).to(model.device());
     Hooks hooks(model.arch().num_layers());
     for (int layer : layers) {
-      at::Tensor& sum = stats.sums_[layer];
+      KeyMomentSum& sum = sums.at(layer);
       hooks.add({HookPoint::MlpPost, layer}, [&sum, &real](const at::Tensor& keys, const HookName&) -> std::optional<at::Tensor> {
-        at::Tensor k = keys.reshape({-1, keys.size(-1)}).index_select(0, real).to(at::kDouble).cpu();
-        sum.addmm_(k.t(), k);
+        sum.add(keys.reshape({-1, keys.size(-1)}).index_select(0, real));
         return std::nullopt;
       });
     }
@@ -108,6 +170,7 @@ KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::
     if (options.on_progress) options.on_progress(stats.tokens_, total);
   }
   if (stats.tokens_ == 0) throw InputError("statistics: the corpus produced no tokens");
+  for (auto& [layer, sum] : sums) stats.sums_[layer] = sum.finish();
   return stats;
 }
 

@@ -1,7 +1,7 @@
 // Second-moment statistics of MLP keys: C = E[k k^T] of `blocks.{i}.mlp.hook_post` (the input of the
 // down projection, width intermediate_size_for_layer(i)) over every token of a text corpus. ROME's
-// u = C^-1 k and MEMIT's (lambda C + K K^T) both need it. Accumulated in float64, streamed in
-// batches, saved as safetensors so edits reuse it.
+// u = C^-1 k and MEMIT's (lambda C + K K^T) both need it. Summed in float64 (KeyMomentSum), streamed
+// in batches, saved as safetensors so edits reuse it.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,6 +17,39 @@ class Model;
 }
 
 namespace graft::edits {
+
+// The running sum over tokens of k k^T for keys of one width, float64 [width, width] when finished.
+// The products are float32 matrix products (float64 when the keys are float64) over at most
+// `flush_tokens` tokens at a time, added into the float64 sum and restarted: the float32 rounding
+// is that of one product over a bounded number of tokens (about 1e-7 relative to
+// sqrt(C_ii C_jj)), while the sum over a whole corpus keeps float64 precision. Only the column
+// panels on and above the diagonal are multiplied (about half the products of a full K^T K; the
+// lower triangle is mirrored by finish()). Memory: the float64 sum plus float32 panels of about
+// half its element count.
+class KeyMomentSum {
+ public:
+  static constexpr int64_t kPanelWidth = 256;
+  explicit KeyMomentSum(int64_t width, int64_t flush_tokens = 4096);
+
+  // keys: [..., width], any floating dtype and device (multiplied on the CPU).
+  void add(const at::Tensor& keys);
+  // Adds the pending float32 products into the float64 sum (add() does it every flush_tokens).
+  void flush();
+  // The symmetric float64 [width, width] sum of k k^T over every key added; the object is empty
+  // (width 0) afterwards.
+  at::Tensor finish();
+
+  int64_t width() const { return width_; }
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  int64_t width_;
+  int64_t flush_tokens_;
+  int64_t pending_ = 0;  // tokens in the panels, not yet in sum_
+  int64_t tokens_ = 0;
+  at::Tensor sum_;                  // float64, the panels' part (upper triangle and diagonal blocks)
+  std::vector<at::Tensor> panels_;  // panel p: rows [0, end_p) of columns [p * kPanelWidth, end_p)
+};
 
 struct StatsOptions {
   std::vector<int> layers;        // empty: every layer
