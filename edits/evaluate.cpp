@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/model.h"
 #include "edits/format.h"
+#include "edits/rewrite.h"
 #include "edits/tokens.h"
 
 namespace graft::edits {
@@ -249,6 +250,30 @@ EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& re
   summarize_all(result);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
+}
+
+EvaluationResult evaluate_each(Model& model, const std::vector<EditRequest>& requests,
+                               const std::function<std::vector<TensorUpdate>(const EditRequest&)>& edit,
+                               const std::function<void(size_t, const EvaluationResult&)>& on_request,
+                               const EvaluateOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  EvaluationResult total;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EvaluationResult one;
+    {
+      const std::vector<TensorUpdate> updates = edit(requests[i]);
+      TemporaryUpdates applied(model);  // restored before the next request, error or not
+      for (const TensorUpdate& update : updates) applied.add(update);
+      one = evaluate(model, {requests[i]}, options);
+    }
+    if (on_request) on_request(i, one);
+    total.requests.push_back(std::move(one.requests.front()));
+    total.sequences += one.sequences;
+    total.forwards += one.forwards;
+  }
+  summarize_all(total);
+  total.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return total;
 }
 
 namespace {

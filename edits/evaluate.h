@@ -15,12 +15,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "edits/patch.h"
 #include "edits/request.h"
 
 namespace graft {
@@ -77,6 +79,14 @@ struct EvaluationResult {
 // Scores the model as it is. Every request needs target_true; InputError naming the request
 // otherwise.
 EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& requests, const EvaluateOptions& options = {});
+
+// ROME's published protocol, "one edit at a time": each request is edited alone on the unedited
+// model (`edit` returns the weight updates), scored, and the weights are restored exactly before the
+// next. `on_request(index, result)` reports progress. The result holds every request's scores.
+EvaluationResult evaluate_each(Model& model, const std::vector<EditRequest>& requests,
+                               const std::function<std::vector<TensorUpdate>(const EditRequest&)>& edit,
+                               const std::function<void(size_t, const EvaluationResult&)>& on_request = {},
+                               const EvaluateOptions& options = {});
 
 // { "summary": {...}, "requests": [...] } (per-prompt rows only when `per_request`).
 nlohmann::json to_json(const EvaluationResult& result, bool per_request = true);

@@ -29,14 +29,30 @@ std::vector<int> checked_layers(const Model& model, std::vector<int> layers) {
 // MEMIT's key per request: half the bare prompt's key, half the mean over the prefixed contexts
 // (the reference code averages within each template type, then across types).
 at::Tensor memit_keys(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
-                      int layer, const std::vector<FactToken>& tokens) {
+                      int layer, const std::vector<FactTokens>& tokens) {
   const at::Tensor keys =
       subject_activations(model, requests, contexts, {HookName{HookPoint::MlpPost, layer}}, tokens)[0].to(at::kDouble);
   if (contexts.size() == 1) return keys.select(1, 0);
-  return 0.5 * keys.select(1, 0) + 0.5 * keys.narrow(1, 1, keys.size(1) - 1).mean(1);  // [N, I]
+  return 0.5 * keys.select(1, 0) + 0.5 * keys.narrow(1, 1, keys.size(1) - 1).mean(1);  // [slots, I]
 }
 
 }  // namespace
+
+MemitTargets parse_memit_targets(const std::string& name) {
+  if (name == "auto") return MemitTargets::Auto;
+  if (name == "residual") return MemitTargets::ResidualSplit;
+  if (name == "per-layer") return MemitTargets::PerLayer;
+  throw InputError("--memit-targets \"" + name + "\": use auto, residual or per-layer");
+}
+
+const char* memit_targets_name(MemitTargets targets) {
+  switch (targets) {
+    case MemitTargets::Auto: return "auto";
+    case MemitTargets::ResidualSplit: return "residual";
+    case MemitTargets::PerLayer: return "per-layer";
+  }
+  return "auto";
+}
 
 EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options) {
   const std::vector<int> layers = checked_layers(model, options.layers);
@@ -48,50 +64,84 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
   out.seconds_templates = seconds_since(clock);
 
   clock = std::chrono::steady_clock::now();
-  std::vector<FactToken> tokens;
-  if (options.fact_token == FactTokenChoice::Traced)
-    for (const auto& request : requests) tokens.push_back(traced_fact_token(model, request, layers.front(), options.seed));
-  ValueOptions value_options = options.value;
-  value_options.point = HookName{HookPoint::ResidPost, last};
-  const OptimizedValues optimized = optimize_values(model, requests, contexts, value_options, tokens);
-  const at::Tensor z_target = optimized.target().to(at::kDouble);  // [N, H]
+  std::vector<FactTokens> tokens;
+  for (const auto& request : requests)
+    tokens.push_back(choose_fact_tokens(model, request, options.fact_token, contexts, layers.front(), options.seed));
+  const MemitTargets targets = options.targets != MemitTargets::Auto ? options.targets
+                               : model.spec().sandwich_norms        ? MemitTargets::PerLayer
+                                                                    : MemitTargets::ResidualSplit;
+  auto optimize_at = [&](const HookName& point) {
+    ValueOptions value_options = options.value;
+    value_options.point = point;
+    return optimize_values(model, requests, contexts, value_options, tokens);
+  };
+  auto mean_probability = [](const OptimizedValues& values) {
+    double mean = 0;
+    for (double p : values.target_prob) mean += p / static_cast<double>(values.target_prob.size());
+    return mean;
+  };
+  at::Tensor z_target;  // ResidualSplit: [slots, H] the wanted residual after the last layer
+  double z_probability = 0;
+  if (targets == MemitTargets::ResidualSplit) {
+    const OptimizedValues optimized = optimize_at(HookName{HookPoint::ResidPost, last});
+    z_target = optimized.target().to(at::kDouble);
+    z_probability = mean_probability(optimized);
+  }
   out.seconds_values = seconds_since(clock);
 
   // Layers are edited in place, in order, so each sees the earlier ones; the weights are restored
   // when `applied` goes out of scope.
   nlohmann::json layer_reports = nlohmann::json::array();
+  int64_t slots = 0;
   {
     TemporaryUpdates applied(model);
     for (size_t i = 0; i < layers.size(); ++i) {
       const int layer = layers[i];
+      const double share = 1.0 / static_cast<double>(layers.size() - i);
+      // The change this layer's MLP output should make at every slot.
+      at::Tensor residual;  // [slots, H]
+      double layer_probability = 0;
+      if (targets == MemitTargets::ResidualSplit) {
+        clock = std::chrono::steady_clock::now();
+        const at::Tensor current = subject_activations(model, requests, {"{}"}, {HookName{HookPoint::ResidPost, last}}, tokens)[0]
+                                       .select(1, 0)
+                                       .to(at::kDouble);
+        residual = (z_target - current) * share;
+        out.seconds_keys += seconds_since(clock);
+      } else {
+        clock = std::chrono::steady_clock::now();
+        const OptimizedValues optimized = optimize_at(HookName{HookPoint::MlpDown, layer});
+        residual = optimized.delta.to(at::kDouble) * share;
+        layer_probability = mean_probability(optimized);
+        out.seconds_values += seconds_since(clock);
+      }
+      slots = residual.size(0);
       clock = std::chrono::steady_clock::now();
-      const at::Tensor keys = memit_keys(model, requests, contexts, layer, tokens);                      // [N, I]
-      const at::Tensor current = subject_activations(model, requests, {"{}"}, {HookName{HookPoint::ResidPost, last}}, tokens)[0]
-                                     .select(1, 0)
-                                     .to(at::kDouble);                                          // [N, H]
-      const at::Tensor residual = (z_target - current) / static_cast<double>(layers.size() - i);  // [N, H]
+      const at::Tensor keys = memit_keys(model, requests, contexts, layer, tokens);  // [slots, I]
       out.seconds_keys += seconds_since(clock);
 
       clock = std::chrono::steady_clock::now();
       const at::Tensor system = options.covariance_weight * stats.second_moment(layer) + at::matmul(keys.t(), keys);
       SolveReport report;
-      const at::Tensor adjusted = solve_symmetric(system, keys.t(), &report);  // [I, N]
+      const at::Tensor adjusted = solve_symmetric(system, keys.t(), &report);  // [I, slots]
       out.seconds_solve += seconds_since(clock);
 
       const auto& down = model.arch().mlp_down_projection(layer);
       TensorUpdate update;
       update.tensor = down.weight;
       update.layer = layer;
-      update.left = residual.t().to(at::kFloat).contiguous();  // [H, N]
-      update.right = adjusted.to(at::kFloat).contiguous();     // [I, N]
+      update.left = residual.t().to(at::kFloat).contiguous();  // [H, slots]
+      update.right = adjusted.to(at::kFloat).contiguous();     // [I, slots]
       applied.add(update);
       out.updates.push_back(update);
-      layer_reports.push_back({{"layer", layer},
-                               {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
-                               {"condition", report.condition},
-                               {"ridge", report.ridge},
-                               {"residual_norm", residual.norm().item<double>()},
-                               {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()}});
+      nlohmann::json report_json = {{"layer", layer},
+                                    {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
+                                    {"condition", report.condition},
+                                    {"ridge", report.ridge},
+                                    {"residual_norm", residual.norm().item<double>()},
+                                    {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()}};
+      if (targets == MemitTargets::PerLayer) report_json["mean_target_probability"] = layer_probability;
+      layer_reports.push_back(report_json);
     }
   }
 
@@ -101,13 +151,12 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
                          {"templates", nlohmann::json::array()},
                          {"covariance_weight", options.covariance_weight},
                          {"fact_token", fact_token_name(options.fact_token)},
+                         {"targets", memit_targets_name(targets)},
                          {"seed", options.seed},
                          {"statistics_tokens", stats.tokens()}};
   for (const auto& t : options.templates) out.hyperparameters["templates"].push_back({t.tokens, t.count});
-  double mean_prob = 0;
-  for (double p : optimized.target_prob) mean_prob += p / static_cast<double>(optimized.target_prob.size());
-  out.diagnostics = {{"layers", layer_reports}, {"requests", requests.size()}, {"contexts", contexts.size()},
-                     {"mean_target_probability_at_z", mean_prob}};
+  out.diagnostics = {{"layers", layer_reports}, {"requests", requests.size()}, {"slots", slots}, {"contexts", contexts.size()}};
+  if (targets == MemitTargets::ResidualSplit) out.diagnostics["mean_target_probability_at_z"] = z_probability;
   return out;
 }
 

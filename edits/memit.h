@@ -4,11 +4,24 @@
 // own width. Later layers see the earlier layers' updates; the model is restored at the end.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "edits/rome.h"
 
 namespace graft::edits {
+
+// How MEMIT turns the wanted change into each layer's target values.
+enum class MemitTargets {
+  Auto,           // ResidualSplit, or PerLayer where the MLP output is normalised (sandwich norms)
+  ResidualSplit,  // published: z* at the last layer's residual, layer i takes 1/(layers left) of what remains
+  // v* re-optimised at each layer's MLP output (earlier layers' updates applied), layer i taking
+  // 1/(layers left) of it. For Gemma-style sandwich norms, where the MLP output is normalised before
+  // it reaches the residual, so a residual change is not an MLP-output change.
+  PerLayer,
+};
+MemitTargets parse_memit_targets(const std::string& name);  // auto / residual / per-layer
+const char* memit_targets_name(MemitTargets targets);
 
 struct MemitOptions {
   std::vector<int> layers;  // required: the layers to spread the edits over
@@ -18,6 +31,7 @@ struct MemitOptions {
   std::vector<TemplateSpec> templates{{10, 5}};
   double covariance_weight = 15000.0;  // lambda (mom2_update_weight)
   FactTokenChoice fact_token = FactTokenChoice::Last;  // traced: per request, at the first edited layer
+  MemitTargets targets = MemitTargets::Auto;
   uint64_t seed = 1;
 };
 

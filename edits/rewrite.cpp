@@ -48,57 +48,77 @@ at::Tensor position_mask(const std::vector<int64_t>& positions, int64_t length, 
 }
 
 // The rows of the value-optimisation batch: for each request, one rewriting row per context (prompt
-// then target tokens but the last) and one KL row ("{subject} is a").
+// then target tokens but the last) and one KL row ("{subject} is a"); in every row, the positions
+// of the request's fact slots.
 struct RewriteRows {
   std::vector<std::vector<int64_t>> tokens;
   std::vector<int64_t> request;     // which request each row belongs to
-  std::vector<int64_t> subject;     // subject's last token in each row
   std::vector<bool> is_kl;
-  std::vector<int64_t> bare;        // per request: its bare-prompt row (the "{}" context)
+  // Where each slot's vector is added: (row, position, slot), one entry per slot per row.
+  std::vector<int64_t> add_row, add_position, add_slot;
+  // Per slot: its position in the request's bare-prompt row (the "{}" context), for the initial value.
+  std::vector<int64_t> bare_row, bare_position;
+  // Per KL row: the position whose next-token distribution the KL term holds (the last fact slot).
+  std::vector<int64_t> kl_row, kl_position;
   // Teacher-forced label positions: (row, position, token).
   std::vector<int64_t> label_row, label_position, label_token;
 };
 
-FactToken token_for(const std::vector<FactToken>& tokens, size_t request) {
-  return tokens.empty() ? FactToken{} : tokens.at(request);
+FactTokens tokens_for(const std::vector<FactTokens>& tokens, size_t request) {
+  return tokens.empty() ? FactTokens{} : tokens.at(request);
 }
 
 RewriteRows rewrite_rows(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
-                         const std::vector<FactToken>& tokens) {
+                         const std::vector<FactTokens>& tokens) {
   RewriteRows rows;
+  int64_t first_slot = 0;
   for (size_t r = 0; r < requests.size(); ++r) {
     const EditRequest& request = requests[r];
-    const FactToken token = token_for(tokens, r);
+    const FactTokens fact = tokens_for(tokens, r);
+    const int64_t slots = static_cast<int64_t>(fact.size());
+    auto add_slots = [&](int64_t row, const std::vector<int64_t>& positions) {
+      for (int64_t k = 0; k < slots; ++k) {
+        rows.add_row.push_back(row);
+        rows.add_position.push_back(positions[static_cast<size_t>(k)]);
+        rows.add_slot.push_back(first_slot + k);
+      }
+    };
     for (size_t c = 0; c < contexts.size(); ++c) {
       const std::string prompt_template = fill(contexts[c], request.prompt);
       const SubjectSpan span = locate_subject(model, prompt_template, request.subject);
       std::string filled = prompt_template;
       filled.replace(filled.find("{}"), 2, request.subject);
       const PromptWithTarget pt = split_target(model, filled, request.target_new);
-      const int64_t position = token.in(span.first, span.last);
-      if (position >= static_cast<int64_t>(pt.prompt.size()))
+      if (span.last >= static_cast<int64_t>(pt.prompt.size()))
         throw InputError("request \"" + filled + "\": the target merges with the subject's last token");
-      std::vector<int64_t> tokens = pt.prompt;
-      tokens.insert(tokens.end(), pt.target.begin(), pt.target.end() - 1);
+      const std::vector<int64_t> positions = fact.in(span.first, span.last);
+      std::vector<int64_t> ids = pt.prompt;
+      ids.insert(ids.end(), pt.target.begin(), pt.target.end() - 1);
       const int64_t row = static_cast<int64_t>(rows.tokens.size());
       for (size_t j = 0; j < pt.target.size(); ++j) {
         rows.label_row.push_back(row);
         rows.label_position.push_back(static_cast<int64_t>(pt.prompt.size() + j) - 1);
         rows.label_token.push_back(pt.target[j]);
       }
-      if (contexts[c] == "{}") rows.bare.push_back(row);
-      rows.tokens.push_back(std::move(tokens));
+      if (contexts[c] == "{}" && static_cast<int64_t>(rows.bare_row.size()) == first_slot)
+        for (int64_t position : positions) rows.bare_row.push_back(row), rows.bare_position.push_back(position);
+      add_slots(row, positions);
+      rows.tokens.push_back(std::move(ids));
       rows.request.push_back(static_cast<int64_t>(r));
-      rows.subject.push_back(position);
       rows.is_kl.push_back(false);
     }
     const SubjectSpan kl = locate_subject(model, "{} is a", request.subject);
+    const std::vector<int64_t> kl_positions = fact.in(kl.first, kl.last);
+    const int64_t row = static_cast<int64_t>(rows.tokens.size());
+    add_slots(row, kl_positions);
+    rows.kl_row.push_back(row);
+    rows.kl_position.push_back(kl.last);
     rows.tokens.push_back(kl.ids);
     rows.request.push_back(static_cast<int64_t>(r));
-    rows.subject.push_back(token.in(kl.first, kl.last));
     rows.is_kl.push_back(true);
+    first_slot += slots;
+    if (static_cast<int64_t>(rows.bare_row.size()) != first_slot) throw Error("context templates must start with the bare \"{}\"");
   }
-  if (rows.bare.size() != requests.size()) throw Error("context templates must start with the bare \"{}\"");
   return rows;
 }
 
@@ -146,25 +166,42 @@ std::vector<std::string> context_templates(const Model& model, const std::vector
   return out;
 }
 
+std::vector<int64_t> slot_requests(size_t requests, const std::vector<FactTokens>& tokens) {
+  std::vector<int64_t> out;
+  for (size_t r = 0; r < requests; ++r)
+    for (size_t k = 0; k < tokens_for(tokens, r).size(); ++k) out.push_back(static_cast<int64_t>(r));
+  return out;
+}
+
 std::vector<at::Tensor> subject_activations(const Model& model, const std::vector<EditRequest>& requests,
                                             const std::vector<std::string>& contexts, const std::vector<HookName>& points,
-                                            const std::vector<FactToken>& tokens) {
+                                            const std::vector<FactTokens>& tokens) {
+  // Rows are (request, context); the captured positions are (slot, context), slot-major.
   std::vector<std::vector<int64_t>> rows;
-  std::vector<int64_t> positions;
-  for (size_t r = 0; r < requests.size(); ++r)
+  const int64_t c = static_cast<int64_t>(contexts.size());
+  std::vector<int64_t> gather;  // flat index (row * length + position) per (slot, context), filled after padding
+  std::vector<std::pair<int64_t, int64_t>> slot_context_row_position;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    const FactTokens fact = tokens_for(tokens, r);
+    std::vector<std::vector<int64_t>> positions;  // per context
     for (const auto& context : contexts) {
       const SubjectSpan span = locate_subject(model, fill(context, requests[r].prompt), requests[r].subject);
+      positions.push_back(fact.in(span.first, span.last));
       rows.push_back(span.ids);
-      positions.push_back(token_for(tokens, r).in(span.first, span.last));
     }
+    const int64_t first_row = static_cast<int64_t>(rows.size()) - c;
+    for (size_t k = 0; k < fact.size(); ++k)
+      for (int64_t j = 0; j < c; ++j) slot_context_row_position.emplace_back(first_row + j, positions[static_cast<size_t>(j)][k]);
+  }
   const Batch batch = pad_right(model, rows);
+  const int64_t length = batch.ids.size(1);
+  for (const auto& [row, position] : slot_context_row_position) gather.push_back(row * length + position);
+  const at::Tensor index = at::tensor(gather, at::kLong).to(model.device());
   std::vector<at::Tensor> captured(points.size());
   Hooks hooks(model.arch().num_layers());
-  const at::Tensor index = at::tensor(positions, at::kLong).to(model.device());
   for (size_t p = 0; p < points.size(); ++p)
     hooks.add(points[p], [&captured, &index, p](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-      at::Tensor rows_index = at::arange(x.size(0), index.options());
-      captured[p] = x.flatten(0, 1).index_select(0, rows_index * x.size(1) + index).detach();
+      captured[p] = x.flatten(0, 1).index_select(0, index).detach();
       return std::nullopt;
     });
   int deepest = 0;
@@ -175,63 +212,74 @@ std::vector<at::Tensor> subject_activations(const Model& model, const std::vecto
   forward.hooks = &hooks;
   forward.stop_after_layers = deepest;
   model.forward(batch.ids, forward);
-  const int64_t n = static_cast<int64_t>(requests.size()), c = static_cast<int64_t>(contexts.size());
-  for (auto& t : captured) t = t.to(at::kFloat).reshape({n, c, -1});
+  for (auto& t : captured) t = t.to(at::kFloat).reshape({-1, c, t.size(-1)});
   return captured;
 }
 
 OptimizedValues optimize_values(const Model& model, const std::vector<EditRequest>& requests,
                                 const std::vector<std::string>& contexts, const ValueOptions& options,
-                                const std::vector<FactToken>& tokens) {
+                                const std::vector<FactTokens>& tokens) {
   const RewriteRows rows = rewrite_rows(model, requests, contexts, tokens);
   const Batch batch = pad_right(model, rows.tokens);
   const auto device = model.device();
   const int64_t n = static_cast<int64_t>(requests.size()), hidden = model.spec().hidden_size;
   const int64_t length = batch.ids.size(1);
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  auto on_device = [&](const std::vector<int64_t>& v) { return at::tensor(v, at::kLong).to(device); };
+  auto flat_index = [&](const std::vector<int64_t>& row, const std::vector<int64_t>& position) {
+    return on_device(row) * length + on_device(position);
+  };
 
-  const at::Tensor add_at = position_mask(rows.subject, length, f32);                   // [B, S, 1]
-  const at::Tensor row_request = at::tensor(rows.request, at::kLong).to(device);        // [B]
-  const at::Tensor bare_rows = at::tensor(rows.bare, at::kLong).to(device);             // [N]
-  const at::Tensor subject_index = at::tensor(rows.subject, at::kLong).to(device);      // [B]
-  const at::Tensor label_flat = (at::tensor(rows.label_row, at::kLong) * length + at::tensor(rows.label_position, at::kLong)).to(device);
-  const at::Tensor label_token = at::tensor(rows.label_token, at::kLong).to(device);
-  const at::Tensor label_request = row_request.index_select(0, at::tensor(rows.label_row, at::kLong).to(device));
-  std::vector<int64_t> kl_rows_v, rewrite_count(static_cast<size_t>(n), 0);
-  for (size_t b = 0; b < rows.tokens.size(); ++b) {
-    if (rows.is_kl[b]) kl_rows_v.push_back(static_cast<int64_t>(b));
-    else ++rewrite_count[static_cast<size_t>(rows.request[b])];
-  }
-  const at::Tensor kl_flat = (at::tensor(kl_rows_v, at::kLong).to(device) * length).add(subject_index.index_select(0, at::tensor(kl_rows_v, at::kLong).to(device)));
+  const std::vector<int64_t> slot_request_v = slot_requests(requests.size(), tokens);
+  const int64_t slots = static_cast<int64_t>(slot_request_v.size());
+  const at::Tensor slot_request = on_device(slot_request_v);                     // [D]
+  const at::Tensor add_flat = flat_index(rows.add_row, rows.add_position);       // where each slot's vector goes
+  const at::Tensor add_slot = on_device(rows.add_slot);
+  const at::Tensor bare_flat = flat_index(rows.bare_row, rows.bare_position);    // [D]
+  const at::Tensor kl_flat = flat_index(rows.kl_row, rows.kl_position);         // [N]
+  const at::Tensor label_flat = flat_index(rows.label_row, rows.label_position);
+  const at::Tensor label_token = on_device(rows.label_token);
+  const at::Tensor label_request = on_device(rows.request).index_select(0, on_device(rows.label_row));
   // Each label counts 1 / (target length) / (rows of its request): the mean over tokens, then rows.
-  at::Tensor label_weight = at::zeros({static_cast<int64_t>(rows.label_row.size())}, f32);
+  std::vector<double> label_weight_v(rows.label_row.size());
   {
-    std::vector<int64_t> per_row(rows.tokens.size(), 0);
+    std::vector<int64_t> per_row(rows.tokens.size(), 0), rewrite_rows_of(static_cast<size_t>(n), 0);
     for (int64_t r : rows.label_row) ++per_row[static_cast<size_t>(r)];
+    for (size_t b = 0; b < rows.tokens.size(); ++b)
+      if (!rows.is_kl[b]) ++rewrite_rows_of[static_cast<size_t>(rows.request[b])];
     for (size_t j = 0; j < rows.label_row.size(); ++j) {
       const size_t row = static_cast<size_t>(rows.label_row[j]);
-      label_weight[static_cast<int64_t>(j)] = 1.0 / static_cast<double>(per_row[row]) /
-                                              static_cast<double>(rewrite_count[static_cast<size_t>(rows.request[row])]);
+      label_weight_v[j] = 1.0 / static_cast<double>(per_row[row]) /
+                          static_cast<double>(rewrite_rows_of[static_cast<size_t>(rows.request[row])]);
     }
   }
+  const at::Tensor label_weight = at::tensor(label_weight_v, at::kDouble).to(f32);
+  // A request's weight decay is the mean over its slots.
+  std::vector<double> slot_weight_v(static_cast<size_t>(slots));
+  {
+    std::vector<int64_t> per_request(static_cast<size_t>(n), 0);
+    for (int64_t r : slot_request_v) ++per_request[static_cast<size_t>(r)];
+    for (int64_t d = 0; d < slots; ++d)
+      slot_weight_v[static_cast<size_t>(d)] = 1.0 / static_cast<double>(per_request[static_cast<size_t>(slot_request_v[static_cast<size_t>(d)])]);
+  }
+  const at::Tensor slot_weight = at::tensor(slot_weight_v, at::kDouble).to(f32);
 
-  at::Tensor delta = at::zeros({n, hidden}, f32);
+  at::Tensor delta = at::zeros({slots, hidden}, f32);
   at::Tensor initial;        // captured on the first pass
   at::Tensor kl_initial;     // log-probabilities at the KL rows before any change
   Hooks hooks(model.arch().num_layers());
   hooks.add(options.point, [&](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-    if (!initial.defined()) {
-      at::Tensor flat = x.detach().flatten(0, 1).to(at::kFloat);
-      initial = flat.index_select(0, bare_rows * length + subject_index.index_select(0, bare_rows));
-    }
-    at::Tensor per_row = delta.index_select(0, row_request).unsqueeze(1);  // [B, 1, H]
-    return x + (add_at * per_row).to(x.scalar_type());
+    at::Tensor flat = x.flatten(0, 1);
+    if (!initial.defined()) initial = flat.detach().to(at::kFloat).index_select(0, bare_flat);
+    at::Tensor added = at::zeros(flat.sizes(), f32).index_add(0, add_flat, delta.index_select(0, add_slot));
+    return (flat + added.to(x.scalar_type())).view(x.sizes());
   });
   ForwardOptions forward;
   forward.attention_mask = batch.mask;
   forward.hooks = &hooks;
 
   OptimizedValues out;
+  out.slot_request = slot_request_v;
   out.loss.assign(static_cast<size_t>(n), 0.0);
   out.target_prob.assign(static_cast<size_t>(n), 0.0);
   out.steps.assign(static_cast<size_t>(n), 0);
@@ -246,23 +294,23 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     at::Tensor kl_logp = at::log_softmax(logits.index_select(0, kl_flat), -1);
     if (!kl_initial.defined()) kl_initial = kl_logp.detach();
     at::Tensor kl = (kl_logp.exp() * (kl_logp - kl_initial)).sum(-1);
-    at::Tensor decay = options.weight_decay * delta.norm(2, 1) / initial.norm(2, 1).pow(2);
+    at::Tensor slot_decay = delta.norm(2, 1) / initial.norm(2, 1).pow(2) * slot_weight;
+    at::Tensor decay = options.weight_decay * at::zeros({n}, f32).index_add(0, slot_request, slot_decay);
     at::Tensor loss = nll + options.kl_factor * kl + decay;  // [N]
 
     at::Tensor mean_prob = at::zeros({n}, f32).index_add(0, label_request, label_logp.detach().exp() * label_weight);
-    auto loss_cpu = loss.detach().cpu();
-    auto prob_cpu = mean_prob.cpu();
+    const at::Tensor loss_cpu = loss.detach().to(at::kDouble).cpu(), prob_cpu = mean_prob.to(at::kDouble).cpu();
     for (int64_t r = 0; r < n; ++r) {
       out.loss[static_cast<size_t>(r)] = loss_cpu[r].item<double>();
       out.target_prob[static_cast<size_t>(r)] = prob_cpu[r].item<double>();
-      if (loss_cpu[r].item<double>() < options.stop_loss) active[r] = 0;
+      if (out.loss[static_cast<size_t>(r)] < options.stop_loss) active[r] = 0;
     }
     if (active.sum().item<double>() == 0 || step == options.steps - 1) break;  // as coded: no update on the last step
 
     loss.sum().backward();
     at::Tensor g = delta.grad().detach();
     delta = delta.detach();
-    adam.step(delta, g, active, options.learning_rate);
+    adam.step(delta, g, active.index_select(0, slot_request), options.learning_rate);
     for (int64_t r = 0; r < n; ++r)
       if (active[r].item<double>() > 0) ++out.steps[static_cast<size_t>(r)];
     // Keep each change within clamp_norm_factor times the size of what it changes.
@@ -275,9 +323,9 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
   return out;
 }
 
-FactToken traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed) {
+FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed) {
   const SubjectSpan span = locate_subject(model, request.prompt, request.subject);
-  if (span.first == span.last) return FactToken{0};
+  if (span.first == span.last) return FactTokens{};
   const int64_t samples = 10, length = static_cast<int64_t>(span.ids.size());
   at::NoGradGuard no_grad;
   const at::Tensor ids = at::tensor(span.ids, at::kLong).unsqueeze(0);
@@ -321,7 +369,49 @@ FactToken traced_fact_token(const Model& model, const EditRequest& request, int 
                          .select(1, answer).mean().item<double>();
     if (p > best) best = p, best_offset = offset;
   }
-  return FactToken{best_offset};
+  return FactTokens{{span_length - 1 - best_offset}};
+}
+
+FactTokenChoice parse_fact_token(const std::string& name) {
+  if (name == "last") return FactTokenChoice::Last;
+  if (name == "traced") return FactTokenChoice::Traced;
+  if (name == "subject") return FactTokenChoice::Subject;
+  throw InputError("--fact-token \"" + name + "\": use last, traced or subject");
+}
+
+const char* fact_token_name(FactTokenChoice choice) {
+  switch (choice) {
+    case FactTokenChoice::Last: return "last";
+    case FactTokenChoice::Traced: return "traced";
+    case FactTokenChoice::Subject: return "subject";
+  }
+  return "last";
+}
+
+std::vector<int64_t> FactTokens::in(int64_t first, int64_t last) const {
+  std::vector<int64_t> out;
+  for (int64_t offset : from_end) out.push_back(std::max(first, last - offset));
+  return out;
+}
+
+FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, FactTokenChoice choice,
+                              const std::vector<std::string>& contexts, int layer, uint64_t seed) {
+  if (choice == FactTokenChoice::Last) return FactTokens{};
+  if (choice == FactTokenChoice::Traced) return traced_fact_token(model, request, layer, seed);
+  // As many tokens, from the end, as the subject has in every context and in the KL prompt: a
+  // subject after a prefix can tokenise into fewer tokens than at the start of a text (a leading
+  // space merges differently), and its tail is what the contexts share.
+  int64_t count = std::numeric_limits<int64_t>::max();
+  auto shorten_to = [&](const std::string& prompt_template) {
+    const SubjectSpan span = locate_subject(model, prompt_template, request.subject);
+    count = std::min(count, span.last - span.first + 1);
+  };
+  for (const auto& context : contexts) shorten_to(fill(context, request.prompt));
+  shorten_to("{} is a");
+  FactTokens out;
+  out.from_end.clear();
+  for (int64_t k = 0; k < count; ++k) out.from_end.push_back(k);
+  return out;
 }
 
 TemporaryUpdates::~TemporaryUpdates() {

@@ -28,26 +28,49 @@ struct TemplateSpec {
 };
 std::vector<std::string> context_templates(const Model& model, const std::vector<TemplateSpec>& specs, uint64_t seed);
 
-// Which subject token an edit reads its key at and writes its value to: the last one (ROME's
-// "subject_last", the default), or the k-th token of the subject (clamped to its last).
-struct FactToken {
-  int64_t offset = -1;  // -1: the subject's last token
-  int64_t in(int64_t first, int64_t last) const { return offset < 0 ? last : std::min(first + offset, last); }
+// Which subject tokens an edit reads keys at and writes values to, counted from the subject's end
+// (0: its last token). Counting from the end keeps a choice meaningful across contexts: a subject
+// at the start of a text and after a prefix can tokenise differently at its first token, rarely at
+// its tail.
+struct FactTokens {
+  std::vector<int64_t> from_end{0};
+  // The positions in a prompt whose subject spans [first, last], one per offset; offsets past the
+  // subject's start are clamped to it (so a position can repeat).
+  std::vector<int64_t> in(int64_t first, int64_t last) const;
+  size_t size() const { return from_end.size(); }
 };
+
+// How an editor picks its fact tokens: the subject's last token (ROME's published "subject_last"),
+// the one token causal tracing finds carries the fact, or every token of the subject. Small models
+// trained on names spread a fact over the subject's tokens (each sub-word votes for the answer), and
+// one rank-1 edit at the last token cannot outvote the others; `subject` writes one value per token
+// (a rank-P update, P the subject's length in tokens).
+enum class FactTokenChoice { Last, Traced, Subject };
+FactTokenChoice parse_fact_token(const std::string& name);  // "last" / "traced" / "subject"; InputError otherwise
+const char* fact_token_name(FactTokenChoice choice);
 
 // The subject token whose clean hidden state after `layer` best restores the model's own answer
 // when the subject's embeddings are corrupted (Gaussian noise, 3 x the embedding std, 10 samples):
-// causal tracing per token, on the bare prompt. Returns its offset within the subject.
-FactToken traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed);
+// causal tracing per token, on the bare prompt.
+FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed);
 
-// Activations at the fact token of `context.format(request.prompt)` for every request and context:
-// one tensor per point, [requests, contexts, width].
+// The fact tokens of `choice` for one request: for Subject, as many tokens from the end as the
+// subject has in every context (and in the KL prompt), so each offset exists everywhere.
+FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, FactTokenChoice choice,
+                              const std::vector<std::string>& contexts, int layer, uint64_t seed);
+
+// A fact slot is one (request, fact token) pair: one key, one value, one constraint of the update.
+// Slots are ordered by request, then by the request's fact tokens. Empty `tokens`: the last token.
+std::vector<int64_t> slot_requests(size_t requests, const std::vector<FactTokens>& tokens);
+
+// Activations at every fact slot of `context.format(request.prompt)` for every request and context:
+// one tensor per point, [slots, contexts, width].
 std::vector<at::Tensor> subject_activations(const Model& model, const std::vector<EditRequest>& requests,
                                             const std::vector<std::string>& contexts, const std::vector<HookName>& points,
-                                            const std::vector<FactToken>& tokens = {});
+                                            const std::vector<FactTokens>& tokens = {});
 
 struct ValueOptions {
-  HookName point{HookPoint::MlpDown, 0};  // where the vector is added (at the subject's last token)
+  HookName point{HookPoint::MlpDown, 0};  // where the vectors are added (at the fact tokens)
   int64_t steps = 20;              // at most steps - 1 Adam updates, as the reference code
   double learning_rate = 0.5;
   double weight_decay = 0.5;       // times |delta| / |initial|^2 (not squared: as coded)
@@ -57,22 +80,24 @@ struct ValueOptions {
 };
 
 struct OptimizedValues {
-  at::Tensor initial;  // [N, H] the activation at the point for the bare prompt, before any change
-  at::Tensor delta;    // [N, H] the optimised change
+  at::Tensor initial;  // [slots, H] the activation at each fact slot of the bare prompt, before any change
+  at::Tensor delta;    // [slots, H] the optimised change
+  std::vector<int64_t> slot_request;  // which request each slot belongs to
   std::vector<double> loss;        // final loss per request
   std::vector<double> target_prob; // mean probability of the new target's tokens at the end
   std::vector<int64_t> steps;      // optimiser steps taken per request
   at::Tensor target() const { return initial + delta; }
 };
 
-// Optimises one vector per request, all requests in one batch (their losses are independent).
+// Optimises one vector per fact slot, all requests in one batch (their losses are independent).
 // The rewriting prompts are every context with the request's prompt, followed by the new target
 // (teacher forcing); the loss is the target's negative log-likelihood on the model's own logits
 // (soft-caps included), plus the KL and weight-decay terms.
-// `tokens`: the fact token per request (empty: the subject's last token for all).
+// Weight decay and the norm clamp apply to each slot against its own initial activation; a
+// request's decay is the mean over its slots. `tokens`: per request (empty: the last token for all).
 OptimizedValues optimize_values(const Model& model, const std::vector<EditRequest>& requests,
                                 const std::vector<std::string>& contexts, const ValueOptions& options,
-                                const std::vector<FactToken>& tokens = {});
+                                const std::vector<FactTokens>& tokens = {});
 
 // Updates applied to a model's weights for the duration of an edit (so later steps see earlier
 // ones), undone exactly when it goes out of scope, error or not: the first time a tensor is

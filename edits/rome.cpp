@@ -17,14 +17,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-FactTokenChoice parse_fact_token(const std::string& name) {
-  if (name == "last") return FactTokenChoice::Last;
-  if (name == "traced") return FactTokenChoice::Traced;
-  throw InputError("--fact-token \"" + name + "\": use last or traced");
-}
-
-const char* fact_token_name(FactTokenChoice choice) { return choice == FactTokenChoice::Last ? "last" : "traced"; }
-
 nlohmann::json to_json(const ValueOptions& o) {
   return {{"steps", o.steps},       {"learning_rate", o.learning_rate},         {"weight_decay", o.weight_decay},
           {"kl_factor", o.kl_factor}, {"clamp_norm_factor", o.clamp_norm_factor}, {"stop_loss", o.stop_loss}};
@@ -40,41 +32,48 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   const std::vector<std::string> contexts = context_templates(model, options.templates, options.seed);
   out.seconds_templates = seconds_since(clock);
 
-  // Keys (input of the down projection) and values (its output) at the fact token.
+  // Keys (input of the down projection) and values (its output) at the fact tokens.
   clock = std::chrono::steady_clock::now();
-  const std::vector<FactToken> token{options.fact_token == FactTokenChoice::Traced
-                                         ? traced_fact_token(model, request, layer, options.seed)
-                                         : FactToken{}};
+  const std::vector<FactTokens> tokens{choose_fact_tokens(model, request, options.fact_token, contexts, layer, options.seed)};
   const auto captured = subject_activations(model, {request}, contexts,
-                                            {HookName{HookPoint::MlpPost, layer}, HookName{HookPoint::MlpDown, layer}}, token);
-  const at::Tensor keys = captured[0][0].to(at::kDouble), values = captured[1][0].to(at::kDouble);  // [C, I], [C, H]
-  const at::Tensor key_mean = keys.mean(0);
+                                            {HookName{HookPoint::MlpPost, layer}, HookName{HookPoint::MlpDown, layer}}, tokens);
+  const at::Tensor keys = captured[0].to(at::kDouble), values = captured[1].to(at::kDouble);  // [P, C, I], [P, C, H]
+  const at::Tensor key_mean = keys.mean(1);                                                   // [P, I]
   out.seconds_keys = seconds_since(clock);
 
   clock = std::chrono::steady_clock::now();
   ValueOptions value_options = options.value;
   value_options.point = HookName{HookPoint::MlpDown, layer};
-  const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, token);
+  const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, tokens);
   out.seconds_values = seconds_since(clock);
 
+  // The smallest change of W (in the metric of C) that maps each constraint key to its target:
+  // dW = L U^T with U = C^-1 K (the directions, from the context-averaged keys) and L (U^T K_c) = R^T,
+  // i.e. L^T = G^-1 R with G = K_c^T U (G[i][j] = k_i . u_j).
+  // One fact token: ROME's rank-1 formula (v* - W k) (C^-1 k)^T / (k^T C^-1 k).
   clock = std::chrono::steady_clock::now();
   SolveReport report;
-  at::Tensor u = options.covariance_adjustment ? solve_symmetric(second_moment, key_mean, &report) : key_mean.clone();
-  u = u / u.norm();
-  const at::Tensor target = optimized.target()[0].to(at::kDouble);
-  const at::Tensor key = options.consistent_keys ? key_mean : keys[0];
-  const at::Tensor current = options.consistent_keys ? values.mean(0) : values[0];
-  const double denominator = at::dot(key, u).item<double>();
-  if (std::abs(denominator) < 1e-12) throw Error("ROME: the key is orthogonal to C^-1 k; refusing a degenerate update");
-  const at::Tensor right_vector = (target - current) / denominator;
+  const at::Tensor directions =
+      options.covariance_adjustment ? solve_symmetric(second_moment, key_mean.t(), &report) : key_mean.t().clone();  // [I, P]
+  const at::Tensor target = optimized.target().to(at::kDouble);                                                   // [P, H]
+  const at::Tensor constraint_keys = options.consistent_keys ? key_mean : keys.select(1, 0);                      // [P, I]
+  const at::Tensor current = options.consistent_keys ? values.mean(1) : values.select(1, 0);                      // [P, H]
+  const at::Tensor gram = at::matmul(constraint_keys, directions);                                                // [P, P]
+  const at::Tensor singular_values = at::linalg_svdvals(gram);
+  if (!(singular_values.min().item<double>() > 1e-12 * singular_values.max().item<double>()))
+    throw Error("ROME: the keys are (nearly) orthogonal to C^-1 k or dependent; refusing a degenerate update");
+  const at::Tensor left = at::linalg_solve(gram, target - current).t();  // [H, P]
+  if (!at::isfinite(left).all().item<bool>()) throw Error("ROME: the update is not finite; refusing the edit");
   out.seconds_solve = seconds_since(clock);
 
   const auto& down = model.arch().mlp_down_projection(layer);
   TensorUpdate update;
   update.tensor = down.weight;
   update.layer = layer;
-  update.left = right_vector.to(at::kFloat).unsqueeze(1);  // [H, 1]
-  update.right = u.to(at::kFloat).unsqueeze(1);            // [I, 1]
+  // Unit directions, as ROME stores u: dW = (L D)(U D^-1)^T with D the directions' norms.
+  const at::Tensor direction_norms = directions.norm(2, 0, true);                  // [1, P]
+  update.left = (left * direction_norms).to(at::kFloat).contiguous();              // [H, P]
+  update.right = (directions / direction_norms).to(at::kFloat).contiguous();       // [I, P]
   out.updates.push_back(update);
 
   out.hyperparameters = {{"method", "rome"},
@@ -88,7 +87,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                          {"statistics_tokens", stats.tokens()}};
   for (const auto& t : options.templates) out.hyperparameters["templates"].push_back({t.tokens, t.count});
   out.diagnostics = {{"layer", layer},
-                     {"fact_token_offset", token[0].offset},
+                     {"fact_tokens_from_end", tokens[0].from_end},
                      {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
                      {"condition", report.condition},
                      {"ridge", report.ridge},
@@ -96,8 +95,8 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                      {"final_loss", optimized.loss[0]},
                      {"target_probability", optimized.target_prob[0]},
                      {"optimizer_steps", optimized.steps[0]},
-                     {"delta_norm", optimized.delta[0].norm().item<double>()},
-                     {"update_norm", right_vector.norm().item<double>()}};
+                     {"delta_norm", optimized.delta.norm().item<double>()},
+                     {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()}};
   return out;
 }
 

@@ -19,10 +19,6 @@ class Model;
 
 namespace graft::edits {
 
-enum class FactTokenChoice { Last, Traced };
-FactTokenChoice parse_fact_token(const std::string& name);  // "last" / "traced"; InputError otherwise
-const char* fact_token_name(FactTokenChoice choice);
-
 struct RomeOptions {
   int layer = -1;                   // required: the layer to edit (crown-scan picks one)
   // Published hyperparameters (kmeng01 hparams/ROME): 20 steps, lr 0.5, weight decay 0.5,

@@ -3,14 +3,13 @@
 #include <cstdio>
 
 #include "bindings/cli/commands.h"
+#include "bindings/cli/editor_options.h"
 #include "bindings/cli/progress.h"
 #include "core/model.h"
 #include "core/tensor.h"
 #include "edits/stats.h"
 
 namespace graft::cli {
-
-std::vector<int> parse_layers(const std::string& text);  // cmd_edit.cpp
 
 Runner add_stats_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("stats", "Collect second-moment statistics of the MLP keys over a corpus");

@@ -293,10 +293,11 @@ void bind_edits(py::module_& m) {
       [](Model& model, const std::vector<ed::EditRequest>& requests, const ed::KeyStatistics& stats,
          const std::vector<int>& layers, double covariance_weight, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token) {
+         const std::string& fact_token, const std::string& targets) {
         ed::MemitOptions options;
         options.layers = layers;
         options.fact_token = ed::parse_fact_token(fact_token);
+        options.targets = ed::parse_memit_targets(targets);
         options.covariance_weight = covariance_weight;
         options.seed = seed;
         set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor);
@@ -306,6 +307,7 @@ void bind_edits(py::module_& m) {
       py::arg("model"), py::arg("requests"), py::arg("stats"), py::arg("layers"), py::arg("covariance_weight") = 15000.0,
       py::arg("seed") = 1, py::arg("steps") = py::none(), py::arg("learning_rate") = py::none(),
       py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(), py::arg("fact_token") = "last",
+      py::arg("targets") = "auto",
       "MEMIT: many requests spread over a range of layers, as a Patch (the model is left as it was)");
 
   // ------------------------------------------------------------------ evaluation

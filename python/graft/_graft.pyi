@@ -304,7 +304,7 @@ def rome(model: Model, request: EditRequest, stats: KeyStatistics, layer: int, c
 def memit(model: Model, requests: Sequence[EditRequest], stats: KeyStatistics, layers: Sequence[int],
           covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
           learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
-          clamp_norm_factor: Optional[float] = None, fact_token: str = "last") -> Patch: ...
+          clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto") -> Patch: ...
 
 class PromptScore:
     """One prompt scored for the wanted answer against its rival."""

@@ -102,8 +102,10 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     ``request``: a :class:`graft.EditRequest` or a dict like the entries of requests.json.
     ``layer``: the layer to edit; None picks it with :func:`crown_scan` (watching ``target_true``).
     ``stats``: :class:`graft.KeyStatistics` holding that layer (or the path of saved ones).
-    ``fact_token``: "last" (the subject's last token, as published) or "traced" (the subject token
-    whose hidden state causal tracing finds carries the fact).
+    ``fact_token``: "last" (the subject's last token, as published), "traced" (the subject token
+    whose hidden state causal tracing finds carries the fact) or "subject" (every subject token, one
+    key and value each: a rank-P update; what small models that spread a fact over a name need).
+    ``consistent_keys=False`` puts the bare prompt's keys in the constraint, as the original code.
     The remaining arguments override the published hyperparameters. Returns a :class:`graft.Patch`;
     the model itself is not changed (apply the patch with :meth:`graft.Model.apply_patch`).
     """
@@ -117,17 +119,21 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
 def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], layers: Iterable[int], *,
           stats: StatsLike, covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
           learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
-          clamp_norm_factor: Optional[float] = None, fact_token: str = "last") -> Patch:
+          clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto") -> Patch:
     """MEMIT: rewrite many facts at once, spreading the change over ``layers`` (e.g. ``range(2, 6)``).
 
-    ``stats`` must hold every one of the layers; ``covariance_weight`` is MEMIT's lambda. Returns a
+    ``stats`` must hold every one of the layers; ``covariance_weight`` is MEMIT's lambda.
+    ``fact_token`` as for :func:`rome` ("subject": keys and values at every subject token).
+    ``targets``: "residual" (published: z* at the last layer's residual, split over the layers),
+    "per-layer" (v* re-optimised at each layer's MLP output; needed where the MLP output is normalised
+    before the residual, as in Gemma) or "auto" (per-layer exactly for such models). Returns a
     :class:`graft.Patch` with one update per layer; the model itself is not changed.
     """
     layer_list = [int(layer) for layer in layers]
     if not layer_list:
         raise _graft.GraftError("memit needs at least one layer")
     return _graft.memit(model.native, _requests(requests), _stats(model, stats), layer_list, covariance_weight, seed,
-                        steps, learning_rate, kl_factor, clamp_norm_factor, fact_token)
+                        steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, targets)
 
 
 def evaluate(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], *, batch_size: int = 0) -> EvaluationResult:

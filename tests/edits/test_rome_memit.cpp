@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "core/error.h"
+#include "core/hooks.h"
 #include "core/model.h"
 #include "edits/memit.h"
 #include "edits/rome.h"
@@ -59,6 +62,7 @@ TEST(Rome, SatisfiesItsConstraintAndRaisesTheNewTarget) {
   EXPECT_EQ(out.updates[0].left.sizes(), (at::IntArrayRef{128, 1}));
   EXPECT_EQ(out.updates[0].right.sizes(), (at::IntArrayRef{384, 1}));
   EXPECT_NEAR(out.updates[0].right.norm().item<double>(), 1.0, 1e-5);  // u = C^-1 k / |C^-1 k|
+  EXPECT_EQ(out.diagnostics["fact_tokens_from_end"].size(), 1u);
 
   // The value optimisation made progress, and the patched model prefers the new target more.
   EXPECT_GT(out.diagnostics["target_probability"].get<double>(), before);
@@ -68,6 +72,53 @@ TEST(Rome, SatisfiesItsConstraintAndRaisesTheNewTarget) {
   EXPECT_GT(new_target_probability(*f.model, r), 100 * before);
   stack.revert(patch);
   EXPECT_TRUE(at::equal(f.model->weight(f.model->arch().mlp_down_projection(0).weight), weight_before));
+}
+
+// The subject's tokens on the bare prompt, as the editors locate them.
+std::vector<int64_t> subject_positions(const Model& model, const EditRequest& r) {
+  const SubjectSpan span = locate_subject(model, r.prompt, r.subject);
+  std::vector<int64_t> out;
+  for (int64_t p = span.last; p >= span.first; --p) out.push_back(p);  // fact-token order: from the end
+  return out;
+}
+
+at::Tensor mlp_out_at(const Model& model, const EditRequest& r, int layer, const std::vector<int64_t>& positions) {
+  std::map<std::string, at::Tensor> cache;
+  Hooks hooks(model.arch().num_layers());
+  hooks.cache({HookPoint::MlpDown, layer}, &cache);
+  ForwardOptions options;
+  options.hooks = &hooks;
+  model.forward(at::tensor(locate_subject(model, r.prompt, r.subject).ids, at::kLong).unsqueeze(0), options);
+  return cache.begin()->second[0].index_select(0, at::tensor(positions, at::kLong)).to(at::kDouble);
+}
+
+TEST(Rome, SubjectTokensGetOneExactConstraintEach) {
+  // With the original (bare-prompt) keys in the constraint, the update must move the MLP output at
+  // every subject token of the bare prompt by exactly the optimised change: rank P, P = its tokens.
+  auto& f = fixture();
+  const EditRequest& r = f.requests[1];
+  RomeOptions options;
+  options.layer = 0;
+  options.fact_token = FactTokenChoice::Subject;
+  options.consistent_keys = false;
+  options.value.steps = 3;
+  const std::vector<int64_t> positions = subject_positions(*f.model, r);
+  ASSERT_GT(positions.size(), 2u);
+  const EditOutcome out = rome(*f.model, r, f.stats, options);
+  const int64_t p = static_cast<int64_t>(positions.size());
+  ASSERT_EQ(out.updates.size(), 1u);
+  EXPECT_EQ(out.updates[0].left.sizes(), (at::IntArrayRef{128, p}));
+  EXPECT_EQ(out.updates[0].right.sizes(), (at::IntArrayRef{384, p}));
+  EXPECT_EQ(out.diagnostics["fact_tokens_from_end"].size(), static_cast<size_t>(p));
+
+  const at::Tensor before = mlp_out_at(*f.model, r, 0, positions);
+  PatchStack stack(*f.model);
+  const Patch patch = make_patch(*f.model, out, "rome", {r});
+  stack.apply(patch);
+  const at::Tensor after = mlp_out_at(*f.model, r, 0, positions);
+  stack.revert(patch);
+  const double moved = (after - before).norm().item<double>();
+  EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
 }
 
 TEST(Rome, RefusesLayersWithoutStatistics) {
@@ -94,6 +145,9 @@ TEST(Memit, UpdatesEachLayerAtItsWidthAndRestoresTheModel) {
     EXPECT_TRUE(at::isfinite(u.left).all().item<bool>() && at::isfinite(u.right).all().item<bool>());
   }
   EXPECT_TRUE(at::equal(f.model->weight(f.model->arch().mlp_down_projection(0).weight), w0));
+  // Gemma normalises the MLP output before the residual: values are re-optimised at each layer.
+  EXPECT_EQ(out.hyperparameters["targets"], "per-layer");
+  EXPECT_EQ(out.diagnostics["layers"][1].count("mean_target_probability"), 1u);
   options.layers = {};
   EXPECT_THROW(memit(*f.model, batch, f.stats, options), InputError);
 }

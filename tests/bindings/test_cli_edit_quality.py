@@ -1,0 +1,77 @@
+"""Edit quality as `graft eval --method` measures it on the facts models (CounterFact-style scores).
+
+The floors are the project's: ROME one edit at a time ES >= 99%, PS >= 90%, NS >= 95%; MEMIT all
+edits at once ES >= 95%, PS >= 85%, NS >= 90%. They are asserted on the first requests of
+requests.json (a subset that runs in CI time; the requests are not picked), and only where
+they are met there; elsewhere a test holds the model to what it reaches (the README's 100-request
+table says where the floors are missed), so a regression still fails.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+GRAFT = os.environ.get("GRAFT_BIN", "graft")
+DATA = Path(os.environ.get("GRAFT_TEST_DATA", Path(__file__).resolve().parents[1] / "data"))
+MODELS = Path(os.environ.get("GRAFT_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
+REQUESTS = DATA / "facts" / "requests.json"
+FACTS_MODELS = {"llama": DATA / "facts" / "llama_facts", "gpt2": DATA / "facts" / "gpt2_facts",
+                "gemma4": MODELS / "gemma4_facts"}
+# One thread: the runs are small, and the suite shares the machine with the other tests.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+# The settings the README's table uses (every one an option; the defaults are the published ones).
+ROME = ["--method", "rome", "--layers", "0", "--fact-token", "subject", "--original-keys", "--steps", "50"]
+MEMIT = ["--method", "memit", "--fact-token", "subject", "--lambda", "10", "--steps", "50", "--clamp", "4"]
+
+
+def graft(*args):
+    result = subprocess.run([GRAFT, *map(str, args)], capture_output=True, text=True, timeout=900, env=ENV)
+    assert result.returncode == 0, f"graft {' '.join(map(str, args))} exited {result.returncode}: {result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def stats(tmp_path_factory):
+    out = {}
+    for name, path in FACTS_MODELS.items():
+        target = tmp_path_factory.mktemp("stats") / f"{name}.safetensors"
+        graft("stats", path, "--corpus", MODELS / "facts_corpus.txt", "--layers", "0-2", "-o", target)
+        out[name] = target
+    return out
+
+
+def scores(model, stats, limit, editor):
+    out = json.loads(graft("eval", FACTS_MODELS[model], "--requests", REQUESTS, "--limit", limit, "--stats",
+                           stats[model], "--json", *editor).stdout)
+    assert out["before"]["efficacy"]["success"] == 0.0  # the models know the true facts
+    summary = out["summary"]
+    return (100 * summary["efficacy"]["success"], 100 * summary["paraphrase"]["success"],
+            100 * summary["neighborhood"]["success"])
+
+
+def test_rome_one_at_a_time_meets_the_floors_on_llama(stats):
+    es, ps, ns = scores("llama", stats, 10, ROME)
+    assert es >= 99 and ps >= 90 and ns >= 95, (es, ps, ns)
+
+
+@pytest.mark.parametrize("model, floors", [("gpt2", (90, 90, 90)), ("gemma4", (80, 60, 95))])
+def test_rome_one_at_a_time_holds_what_it_reaches(model, stats, floors):
+    es, ps, ns = scores(model, stats, 10, ROME)
+    assert es >= floors[0] and ps >= floors[1] and ns >= floors[2], (es, ps, ns)
+
+
+def test_memit_batch_meets_the_floors_on_gpt2(stats):
+    es, ps, ns = scores("gpt2", stats, 20, [*MEMIT, "--layers", "0-1"])
+    assert es >= 95 and ps >= 85 and ns >= 90, (es, ps, ns)
+
+
+def test_memit_on_gemma4_needs_per_layer_targets(stats):
+    # Gemma normalises the MLP output before the residual: `auto` re-optimises each layer's values.
+    es, ps, ns = scores("gemma4", stats, 20, [*MEMIT, "--layers", "0-1"])
+    assert es >= 90 and ps >= 75 and ns >= 95, (es, ps, ns)
+    published = scores("gemma4", stats, 20, [*MEMIT, "--layers", "0-1", "--memit-targets", "residual"])
+    assert published[0] < es
