@@ -66,7 +66,7 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
   clock = std::chrono::steady_clock::now();
   std::vector<FactTokens> tokens;
   for (const auto& request : requests)
-    tokens.push_back(choose_fact_tokens(model, request, options.fact_token, contexts, layers.front(), options.seed));
+    tokens.push_back(choose_fact_tokens(model, request, options.fact_token, contexts, layers.front(), options.seed, options.traced_tokens));
   const MemitTargets targets = options.targets != MemitTargets::Auto ? options.targets
                                : model.spec().sandwich_norms        ? MemitTargets::PerLayer
                                                                     : MemitTargets::ResidualSplit;
@@ -151,6 +151,7 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
                          {"templates", nlohmann::json::array()},
                          {"covariance_weight", options.covariance_weight},
                          {"fact_token", fact_token_name(options.fact_token)},
+                         {"traced_tokens", options.traced_tokens},
                          {"targets", memit_targets_name(targets)},
                          {"seed", options.seed},
                          {"statistics_tokens", stats.tokens()}};

@@ -31,6 +31,7 @@ struct MemitOptions {
   std::vector<TemplateSpec> templates{{10, 5}};
   double covariance_weight = 15000.0;  // lambda (mom2_update_weight)
   FactTokenChoice fact_token = FactTokenChoice::Last;  // traced: per request, at the first edited layer
+  int64_t traced_tokens = 1;  // with Traced: how many of the best-restoring subject tokens
   MemitTargets targets = MemitTargets::Auto;
   uint64_t seed = 1;
 };

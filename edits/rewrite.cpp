@@ -323,9 +323,10 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
   return out;
 }
 
-FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed) {
+FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed, int64_t count,
+                             int64_t within_last) {
   const SubjectSpan span = locate_subject(model, request.prompt, request.subject);
-  if (span.first == span.last) return FactTokens{};
+  if (span.first == span.last || count < 1) return FactTokens{};
   const int64_t samples = 10, length = static_cast<int64_t>(span.ids.size());
   at::NoGradGuard no_grad;
   const at::Tensor ids = at::tensor(span.ids, at::kLong).unsqueeze(0);
@@ -347,10 +348,10 @@ FactTokens traced_fact_token(const Model& model, const EditRequest& request, int
   const int64_t span_length = span.last - span.first + 1;
   const double sigma = embeds.to(at::kFloat).std().item<double>();
   const at::Tensor noise = at::randn({samples, span_length, embeds.size(-1)}, generator, at::kFloat) * (3 * sigma);
-  double best = -1;
-  int64_t best_offset = span_length - 1;
+  std::vector<std::pair<double, int64_t>> restored;  // (probability, offset from the end)
   for (int64_t offset = 0; offset < span_length; ++offset) {
     const int64_t position = span.first + offset;
+    if (span_length - 1 - offset >= within_last) continue;
     Hooks patch(model.arch().num_layers());
     patch.add({HookPoint::Embed, -1}, [&](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
       at::Tensor out = x.clone();
@@ -367,9 +368,17 @@ FactTokens traced_fact_token(const Model& model, const EditRequest& request, int
     traced.last_position_only = true;
     const double p = model.forward(ids.expand({samples, length}), traced).select(1, 0).to(at::kFloat).softmax(-1)
                          .select(1, answer).mean().item<double>();
-    if (p > best) best = p, best_offset = offset;
+    restored.emplace_back(p, span_length - 1 - offset);
   }
-  return FactTokens{{span_length - 1 - best_offset}};
+  // Most restoring first; ties go to the later token.
+  std::stable_sort(restored.begin(), restored.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  FactTokens out;
+  out.from_end.clear();
+  for (size_t k = 0; k < restored.size() && static_cast<int64_t>(k) < count; ++k) out.from_end.push_back(restored[k].second);
+  if (out.from_end.empty()) out.from_end.push_back(0);
+  return out;
 }
 
 FactTokenChoice parse_fact_token(const std::string& name) {
@@ -395,22 +404,22 @@ std::vector<int64_t> FactTokens::in(int64_t first, int64_t last) const {
 }
 
 FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, FactTokenChoice choice,
-                              const std::vector<std::string>& contexts, int layer, uint64_t seed) {
+                              const std::vector<std::string>& contexts, int layer, uint64_t seed, int64_t traced_tokens) {
   if (choice == FactTokenChoice::Last) return FactTokens{};
-  if (choice == FactTokenChoice::Traced) return traced_fact_token(model, request, layer, seed);
   // As many tokens, from the end, as the subject has in every context and in the KL prompt: a
   // subject after a prefix can tokenise into fewer tokens than at the start of a text (a leading
   // space merges differently), and its tail is what the contexts share.
-  int64_t count = std::numeric_limits<int64_t>::max();
+  int64_t shared = std::numeric_limits<int64_t>::max();
   auto shorten_to = [&](const std::string& prompt_template) {
     const SubjectSpan span = locate_subject(model, prompt_template, request.subject);
-    count = std::min(count, span.last - span.first + 1);
+    shared = std::min(shared, span.last - span.first + 1);
   };
   for (const auto& context : contexts) shorten_to(fill(context, request.prompt));
   shorten_to("{} is a");
+  if (choice == FactTokenChoice::Traced) return traced_fact_token(model, request, layer, seed, traced_tokens, shared);
   FactTokens out;
   out.from_end.clear();
-  for (int64_t k = 0; k < count; ++k) out.from_end.push_back(k);
+  for (int64_t k = 0; k < shared; ++k) out.from_end.push_back(k);
   return out;
 }
 

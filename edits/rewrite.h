@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -49,15 +50,16 @@ enum class FactTokenChoice { Last, Traced, Subject };
 FactTokenChoice parse_fact_token(const std::string& name);  // "last" / "traced" / "subject"; InputError otherwise
 const char* fact_token_name(FactTokenChoice choice);
 
-// The subject token whose clean hidden state after `layer` best restores the model's own answer
-// when the subject's embeddings are corrupted (Gaussian noise, 3 x the embedding std, 10 samples):
-// causal tracing per token, on the bare prompt.
-FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed);
+// The `count` subject tokens whose clean hidden state after `layer` best restores the model's own
+// answer when the subject's embeddings are corrupted (Gaussian noise, 3 x the embedding std, 10
+// samples): causal tracing per token, on the bare prompt, among the last `within_last` tokens.
+FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed, int64_t count = 1,
+                             int64_t within_last = std::numeric_limits<int64_t>::max());
 
-// The fact tokens of `choice` for one request: for Subject, as many tokens from the end as the
-// subject has in every context (and in the KL prompt), so each offset exists everywhere.
+// The fact tokens of `choice` for one request, among the subject tokens every context (and the KL
+// prompt) shares, counted from the end: Subject takes them all, Traced the `traced_tokens` best.
 FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, FactTokenChoice choice,
-                              const std::vector<std::string>& contexts, int layer, uint64_t seed);
+                              const std::vector<std::string>& contexts, int layer, uint64_t seed, int64_t traced_tokens = 1);
 
 // A fact slot is one (request, fact token) pair: one key, one value, one constraint of the update.
 // Slots are ordered by request, then by the request's fact tokens. Empty `tokens`: the last token.

@@ -34,7 +34,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
 
   // Keys (input of the down projection) and values (its output) at the fact tokens.
   clock = std::chrono::steady_clock::now();
-  const std::vector<FactTokens> tokens{choose_fact_tokens(model, request, options.fact_token, contexts, layer, options.seed)};
+  const std::vector<FactTokens> tokens{choose_fact_tokens(model, request, options.fact_token, contexts, layer, options.seed, options.traced_tokens)};
   const auto captured = subject_activations(model, {request}, contexts,
                                             {HookName{HookPoint::MlpPost, layer}, HookName{HookPoint::MlpDown, layer}}, tokens);
   const at::Tensor keys = captured[0].to(at::kDouble), values = captured[1].to(at::kDouble);  // [P, C, I], [P, C, H]
@@ -83,6 +83,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                          {"covariance_adjustment", options.covariance_adjustment},
                          {"consistent_keys", options.consistent_keys},
                          {"fact_token", fact_token_name(options.fact_token)},
+                         {"traced_tokens", options.traced_tokens},
                          {"seed", options.seed},
                          {"statistics_tokens", stats.tokens()}};
   for (const auto& t : options.templates) out.hyperparameters["templates"].push_back({t.tokens, t.count});

@@ -32,6 +32,7 @@ struct RomeOptions {
   // Where the key is read and the value written: the subject's last token (ROME's published
   // "subject_last"), or the subject token that causal tracing finds carries the fact.
   FactTokenChoice fact_token = FactTokenChoice::Last;
+  int64_t traced_tokens = 1;  // with Traced: how many of the best-restoring subject tokens
   uint64_t seed = 1;
 };
 

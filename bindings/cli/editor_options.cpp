@@ -44,6 +44,9 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
                   "last (published), traced (the subject token causal tracing picks) or subject (every subject token: a rank-P update)")
       ->capture_default_str()
       ->check(CLI::IsMember({"last", "traced", "subject"}));
+  cmd->add_option("--traced-tokens", traced_tokens, "With --fact-token traced: edit the K subject tokens that restore the answer best")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--steps", steps, "Value-optimisation steps (default: published, ROME 20, MEMIT 25)")->check(CLI::PositiveNumber);
   cmd->add_option("--lr", learning_rate, "Value-optimisation learning rate (default 0.5)")->check(CLI::PositiveNumber);
   cmd->add_option("--clamp", clamp, "Norm clamp factor (default ROME 4, MEMIT 0.75)")->check(CLI::PositiveNumber);
@@ -79,11 +82,13 @@ Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<ed
     editor.rome.layer = layers.front();
     editor.rome.consistent_keys = !a.original_keys;
     editor.rome.fact_token = edits::parse_fact_token(a.fact_token);
+    editor.rome.traced_tokens = a.traced_tokens;
     tune(editor.rome.value);
   } else if (a.method == "memit") {
     editor.memit.layers = layers;
     editor.memit.covariance_weight = a.covariance_weight;
     editor.memit.fact_token = edits::parse_fact_token(a.fact_token);
+    editor.memit.traced_tokens = a.traced_tokens;
     editor.memit.targets = edits::parse_memit_targets(a.memit_targets);
     tune(editor.memit.value);
   } else {

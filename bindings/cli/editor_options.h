@@ -19,7 +19,7 @@ namespace graft::cli {
 
 struct EditorArgs {
   std::string method = "rome", layers, stats, fact_token = "last", memit_targets = "auto";
-  int64_t steps = 0;
+  int64_t steps = 0, traced_tokens = 1;
   double learning_rate = 0, clamp = 0, kl_factor = -1, covariance_weight = 15000;
   bool original_keys = false;
 

@@ -272,10 +272,11 @@ void bind_edits(py::module_& m) {
       [](const Model& model, const ed::EditRequest& request, const ed::KeyStatistics& stats, int layer,
          bool covariance_adjustment, bool consistent_keys, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token) {
+         const std::string& fact_token, int64_t traced_tokens) {
         ed::RomeOptions options;
         options.layer = layer;
         options.fact_token = ed::parse_fact_token(fact_token);
+        options.traced_tokens = traced_tokens;
         options.covariance_adjustment = covariance_adjustment;
         options.consistent_keys = consistent_keys;
         options.seed = seed;
@@ -286,17 +287,18 @@ void bind_edits(py::module_& m) {
       py::arg("model"), py::arg("request"), py::arg("stats"), py::arg("layer"), py::arg("covariance_adjustment") = true,
       py::arg("consistent_keys") = true, py::arg("seed") = 1, py::arg("steps") = py::none(),
       py::arg("learning_rate") = py::none(), py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(),
-      py::arg("fact_token") = "last",
+      py::arg("fact_token") = "last", py::arg("traced_tokens") = 1,
       "ROME: a rank-1 update of one layer's MLP down projection, as a Patch (the model is left as it was)");
   m.def(
       "memit",
       [](Model& model, const std::vector<ed::EditRequest>& requests, const ed::KeyStatistics& stats,
          const std::vector<int>& layers, double covariance_weight, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token, const std::string& targets) {
+         const std::string& fact_token, const std::string& targets, int64_t traced_tokens) {
         ed::MemitOptions options;
         options.layers = layers;
         options.fact_token = ed::parse_fact_token(fact_token);
+        options.traced_tokens = traced_tokens;
         options.targets = ed::parse_memit_targets(targets);
         options.covariance_weight = covariance_weight;
         options.seed = seed;
@@ -307,7 +309,7 @@ void bind_edits(py::module_& m) {
       py::arg("model"), py::arg("requests"), py::arg("stats"), py::arg("layers"), py::arg("covariance_weight") = 15000.0,
       py::arg("seed") = 1, py::arg("steps") = py::none(), py::arg("learning_rate") = py::none(),
       py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(), py::arg("fact_token") = "last",
-      py::arg("targets") = "auto",
+      py::arg("targets") = "auto", py::arg("traced_tokens") = 1,
       "MEMIT: many requests spread over a range of layers, as a Patch (the model is left as it was)");
 
   // ------------------------------------------------------------------ evaluation

@@ -96,7 +96,7 @@ def collect_stats(model: Model, texts: Union[Sequence[str], PathLike], layers: O
 def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, stats: StatsLike,
          covariance_adjustment: bool = True, consistent_keys: bool = True, seed: int = 1,
          steps: Optional[int] = None, learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
-         clamp_norm_factor: Optional[float] = None, fact_token: str = "last") -> Patch:
+         clamp_norm_factor: Optional[float] = None, fact_token: str = "last", traced_tokens: int = 1) -> Patch:
     """ROME: rewrite one fact with a rank-1 update of one layer's MLP down projection.
 
     ``request``: a :class:`graft.EditRequest` or a dict like the entries of requests.json.
@@ -105,6 +105,7 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     ``fact_token``: "last" (the subject's last token, as published), "traced" (the subject token
     whose hidden state causal tracing finds carries the fact) or "subject" (every subject token, one
     key and value each: a rank-P update; what small models that spread a fact over a name need).
+    ``traced_tokens``: with "traced", how many of the best-restoring subject tokens to edit.
     ``consistent_keys=False`` puts the bare prompt's keys in the constraint, as the original code.
     The remaining arguments override the published hyperparameters. Returns a :class:`graft.Patch`;
     the model itself is not changed (apply the patch with :meth:`graft.Model.apply_patch`).
@@ -113,13 +114,14 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     if layer is None:
         layer = crown_scan(model, edit.prompt, edit.subject, edit.target_true).picked_layer
     return _graft.rome(model.native, edit, _stats(model, stats), int(layer), covariance_adjustment, consistent_keys, seed,
-                       steps, learning_rate, kl_factor, clamp_norm_factor, fact_token)
+                       steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, traced_tokens)
 
 
 def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], layers: Iterable[int], *,
           stats: StatsLike, covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
           learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
-          clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto") -> Patch:
+          clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto",
+          traced_tokens: int = 1) -> Patch:
     """MEMIT: rewrite many facts at once, spreading the change over ``layers`` (e.g. ``range(2, 6)``).
 
     ``stats`` must hold every one of the layers; ``covariance_weight`` is MEMIT's lambda.
@@ -133,7 +135,8 @@ def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], lay
     if not layer_list:
         raise _graft.GraftError("memit needs at least one layer")
     return _graft.memit(model.native, _requests(requests), _stats(model, stats), layer_list, covariance_weight, seed,
-                        steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, targets)
+                        steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, targets,
+                        traced_tokens)
 
 
 def evaluate(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], *, batch_size: int = 0) -> EvaluationResult:

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "core/error.h"
 #include "core/hooks.h"
@@ -119,6 +120,24 @@ TEST(Rome, SubjectTokensGetOneExactConstraintEach) {
   stack.revert(patch);
   const double moved = (after - before).norm().item<double>();
   EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
+}
+
+TEST(FactTokens, TracedPicksTheBestRestoringDistinctTokens) {
+  auto& f = fixture();
+  const EditRequest& r = f.requests[1];
+  const int64_t length = static_cast<int64_t>(subject_positions(*f.model, r).size());
+  const FactTokens one = traced_fact_token(*f.model, r, 0, 1);
+  const FactTokens three = traced_fact_token(*f.model, r, 0, 1, 3);
+  ASSERT_EQ(one.size(), 1u);
+  ASSERT_EQ(three.size(), 3u);
+  EXPECT_EQ(three.from_end[0], one.from_end[0]);  // ranked: the single best comes first
+  std::set<int64_t> distinct(three.from_end.begin(), three.from_end.end());
+  EXPECT_EQ(distinct.size(), 3u);
+  for (int64_t k : three.from_end) EXPECT_LT(k, length);
+  // Limited to the last two tokens, only those can be chosen.
+  const FactTokens tail = traced_fact_token(*f.model, r, 0, 1, 5, 2);
+  EXPECT_EQ(tail.size(), 2u);
+  for (int64_t k : tail.from_end) EXPECT_LT(k, 2);
 }
 
 TEST(Rome, RefusesLayersWithoutStatistics) {
