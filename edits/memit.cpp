@@ -56,8 +56,12 @@ const char* memit_targets_name(MemitTargets targets) {
 
 EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options) {
   const std::vector<int> layers = checked_layers(model, options.layers);
-  for (int l : layers) stats.second_moment(l);  // fail early on a layer without statistics
   const int last = layers.back();
+  if (last == model.arch().num_layers() - 1)
+    throw InputError("--layers: MEMIT's range ends at the model's last layer (" + std::to_string(last) +
+                     "); no later layer reads the subject's position, so a change there cannot reach the answer. "
+                     "End the range earlier (crown-scan shows where the fact lives)");
+  for (int l : layers) stats.second_moment(l);  // fail early on a layer without statistics
   EditOutcome out;
   auto clock = std::chrono::steady_clock::now();
   const std::vector<std::string> contexts = context_templates(model, options.templates, options.seed);

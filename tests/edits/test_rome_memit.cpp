@@ -169,6 +169,13 @@ TEST(Memit, UpdatesEachLayerAtItsWidthAndRestoresTheModel) {
   EXPECT_EQ(out.diagnostics["layers"][1].count("mean_target_probability"), 1u);
   options.layers = {};
   EXPECT_THROW(memit(*f.model, batch, f.stats, options), InputError);
+  options.layers = {6, 7};  // ends at the last layer: nothing downstream reads the subject
+  try {
+    memit(*f.model, batch, f.stats, options);
+    ADD_FAILURE() << "a range ending at the last layer was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("last layer"), std::string::npos) << e.what();
+  }
 }
 
 TEST(SolveSymmetric, AddsARidgeOnlyWhenRankDeficient) {
