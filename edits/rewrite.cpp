@@ -40,13 +40,6 @@ Batch pad_right(const Model& model, const std::vector<std::vector<int64_t>>& row
   return batch;
 }
 
-// One-hot [B, S, 1] marking each row's position: where a vector is added or read.
-at::Tensor position_mask(const std::vector<int64_t>& positions, int64_t length, const at::TensorOptions& options) {
-  at::Tensor mask = at::zeros({static_cast<int64_t>(positions.size()), length, 1}, options);
-  for (size_t b = 0; b < positions.size(); ++b) mask[static_cast<int64_t>(b)][positions[b]][0] = 1;
-  return mask;
-}
-
 // The rows of the value-optimisation batch: for each request, one rewriting row per context (prompt
 // then target tokens but the last) and one KL row ("{subject} is a"); in every row, the positions
 // of the request's fact slots.
@@ -279,7 +272,6 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
   forward.hooks = &hooks;
 
   OptimizedValues out;
-  out.slot_request = slot_request_v;
   out.loss.assign(static_cast<size_t>(n), 0.0);
   out.target_prob.assign(static_cast<size_t>(n), 0.0);
   out.steps.assign(static_cast<size_t>(n), 0);

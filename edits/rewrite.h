@@ -84,7 +84,6 @@ struct ValueOptions {
 struct OptimizedValues {
   at::Tensor initial;  // [slots, H] the activation at each fact slot of the bare prompt, before any change
   at::Tensor delta;    // [slots, H] the optimised change
-  std::vector<int64_t> slot_request;  // which request each slot belongs to
   std::vector<double> loss;        // final loss per request
   std::vector<double> target_prob; // mean probability of the new target's tokens at the end
   std::vector<int64_t> steps;      // optimiser steps taken per request

@@ -41,6 +41,7 @@ struct EditOutcome {
   nlohmann::json hyperparameters;
   nlohmann::json diagnostics;  // per layer / request: condition, ridge, norms, final loss, target probability
   double seconds_templates = 0, seconds_keys = 0, seconds_values = 0, seconds_solve = 0;
+  double seconds() const { return seconds_templates + seconds_keys + seconds_values + seconds_solve; }
 };
 
 // Computes the update for one request; the model is left as it was.

@@ -21,7 +21,7 @@ struct EditArgs {
 };
 
 int run_edit(const EditArgs& a) {
-  if (a.editor.stats.empty()) throw InputError("--stats: required (statistics from `graft stats`)");
+  a.editor.require_stats();
   LoadOptions load;
   load.device = a.device;
   const auto model = Model::load(a.dir, load);
@@ -36,9 +36,8 @@ int run_edit(const EditArgs& a) {
   // sequence of edits would be; MEMIT edits them all at once.
   edits::EditOutcome outcome = editor.method == "rome" ? edits::rome_sequential(*model, requests, stats, editor.rome)
                                                        : edits::memit(*model, requests, stats, editor.memit);
-  const double seconds = outcome.seconds_templates + outcome.seconds_keys + outcome.seconds_values + outcome.seconds_solve;
   std::printf("%s: %zu request(s), %.2f s (templates %.2f, keys %.2f, v* optimisation %.2f, solve %.2f)\n",
-              editor.method.c_str(), requests.size(), seconds, outcome.seconds_templates, outcome.seconds_keys,
+              editor.method.c_str(), requests.size(), outcome.seconds(), outcome.seconds_templates, outcome.seconds_keys,
               outcome.seconds_values, outcome.seconds_solve);
   const edits::Patch patch = edits::make_patch(*model, std::move(outcome), editor.method, requests);
   patch.save(a.output);

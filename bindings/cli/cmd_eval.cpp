@@ -33,19 +33,18 @@ struct EvalArgs {
 edits::EvaluationResult edit_and_evaluate(Model& model, const std::vector<edits::EditRequest>& requests,
                                           const EvalArgs& args, const edits::EvaluateOptions& options,
                                           double* seconds_editing) {
-  if (args.editor.stats.empty()) throw InputError("--stats: --method needs statistics from `graft stats`");
   const auto stats = edits::KeyStatistics::load(args.editor.stats, model);
   const Editor editor = make_editor(args.editor, model, requests);
   if (editor.method == "memit") {
     edits::EditOutcome outcome = edits::memit(model, requests, stats, editor.memit);
-    *seconds_editing = outcome.seconds_templates + outcome.seconds_keys + outcome.seconds_values + outcome.seconds_solve;
+    *seconds_editing = outcome.seconds();
     edits::TemporaryUpdates applied(model);
     for (const auto& update : outcome.updates) applied.add(update);
     return edits::evaluate(model, requests, options);
   }
   auto edit_one = [&](const edits::EditRequest& request) {
     edits::EditOutcome outcome = edits::rome(model, request, stats, editor.rome);
-    *seconds_editing += outcome.seconds_templates + outcome.seconds_keys + outcome.seconds_values + outcome.seconds_solve;
+    *seconds_editing += outcome.seconds();
     return outcome.updates;
   };
   auto progress = [&](size_t i, const edits::EvaluationResult& one) {
@@ -77,6 +76,7 @@ Runner add_eval_command(CLI::App& app) {
       ->each([args](const std::string&) { args->edit = true; });
   args->editor.add_options(cmd, /*with_method=*/false);
   return [args]() {
+    if (args->edit) args->editor.require_stats();
     std::vector<edits::EditRequest> requests = edits::load_requests(args->requests);
     if (args->limit > 0 && static_cast<size_t>(args->limit) < requests.size()) requests.resize(static_cast<size_t>(args->limit));
     LoadOptions load;

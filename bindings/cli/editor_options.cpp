@@ -60,6 +60,10 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
       ->check(CLI::IsMember({"auto", "residual", "per-layer"}));
 }
 
+void EditorArgs::require_stats() const {
+  if (stats.empty()) throw InputError("--stats: editing needs the statistics from `graft stats` for the edited layers");
+}
+
 Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<edits::EditRequest>& requests) {
   if (requests.empty()) throw InputError("--requests: no edit requests");
   Editor editor;

@@ -26,6 +26,8 @@ struct EditorArgs {
   // Registers --layers, --stats, --fact-token, --steps, --lr, --clamp, --kl-factor, --lambda,
   // --original-keys, --memit-targets (and --method when `with_method`).
   void add_options(CLI::App* cmd, bool with_method);
+  // InputError naming --stats when no statistics file was given (checked before any work is done).
+  void require_stats() const;
 };
 
 // The editor's options, resolved against a model: ROME without --layers edits the layer crown-scan

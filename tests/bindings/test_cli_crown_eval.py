@@ -102,3 +102,8 @@ def test_eval_bad_requests_file_exits_2(tmp_path):
     assert result.returncode == 2 and "prompt" in result.stderr
     missing = graft("eval", BUNDLED, "--requests", tmp_path / "absent.json", check=False)
     assert missing.returncode == 2 and "absent.json" in missing.stderr
+
+
+def test_eval_method_without_statistics_exits_2_before_any_work():
+    result = graft("eval", BUNDLED, "--requests", REQUESTS, "--method", "rome", check=False)
+    assert result.returncode == 2 and "--stats" in result.stderr and result.stdout == ""
