@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <set>
 
 #include "core/error.h"
 #include "core/generate.h"
@@ -166,6 +167,18 @@ std::vector<int64_t> slot_requests(size_t requests, const std::vector<FactTokens
   return out;
 }
 
+std::vector<int64_t> shared_value_slots(const std::vector<EditRequest>& requests, const std::vector<FactTokens>& tokens) {
+  std::map<std::pair<std::string, int64_t>, int64_t> value_of;  // (subject, offset from its end) -> value
+  std::vector<int64_t> out;
+  for (size_t r = 0; r < requests.size(); ++r)
+    for (int64_t offset : tokens_for(tokens, r).from_end) {
+      const auto key = std::make_pair(requests[r].subject, offset);
+      const auto it = value_of.emplace(key, static_cast<int64_t>(value_of.size())).first;
+      out.push_back(it->second);
+    }
+  return out;
+}
+
 std::vector<at::Tensor> subject_activations(const Model& model, const std::vector<EditRequest>& requests,
                                             const std::vector<std::string>& contexts, const std::vector<HookName>& points,
                                             const std::vector<FactTokens>& tokens) {
@@ -240,10 +253,16 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     for (int64_t r : rows.label_row) ++per_row[static_cast<size_t>(r)];
     for (size_t b = 0; b < rows.tokens.size(); ++b)
       if (!rows.is_kl[b]) ++rewrite_rows_of[static_cast<size_t>(rows.request[b])];
+    const std::set<int64_t> bare_rows(rows.bare_row.begin(), rows.bare_row.end());
     for (size_t j = 0; j < rows.label_row.size(); ++j) {
       const size_t row = static_cast<size_t>(rows.label_row[j]);
-      label_weight_v[j] = 1.0 / static_cast<double>(per_row[row]) /
-                          static_cast<double>(rewrite_rows_of[static_cast<size_t>(rows.request[row])]);
+      const double others = static_cast<double>(rewrite_rows_of[static_cast<size_t>(rows.request[row])]) - 1;
+      // Published: every context counts the same. With a bare-prompt weight w, the bare prompt
+      // counts w and the prefixed contexts share 1 - w.
+      double row_weight = 1.0 / (others + 1);
+      if (options.bare_prompt_weight >= 0 && others > 0)
+        row_weight = bare_rows.count(static_cast<int64_t>(row)) ? options.bare_prompt_weight : (1 - options.bare_prompt_weight) / others;
+      label_weight_v[j] = row_weight / static_cast<double>(per_row[row]);
     }
   }
   const at::Tensor label_weight = at::tensor(label_weight_v, at::kDouble).to(f32);
@@ -256,15 +275,23 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
       slot_weight_v[static_cast<size_t>(d)] = 1.0 / static_cast<double>(per_request[static_cast<size_t>(slot_request_v[static_cast<size_t>(d)])]);
   }
   const at::Tensor slot_weight = at::tensor(slot_weight_v, at::kDouble).to(f32);
+  // Requests about the same subject share its vectors (one per fact token), so the vectors carry
+  // every new fact about it at once instead of each request overwriting the others.
+  const std::vector<int64_t> slot_value_v = shared_value_slots(requests, tokens);
+  const int64_t values = 1 + *std::max_element(slot_value_v.begin(), slot_value_v.end());
+  const at::Tensor slot_value = on_device(slot_value_v);  // [D] -> [V]
+  std::vector<int64_t> first_slot_v(static_cast<size_t>(values), -1);
+  for (int64_t d = slots - 1; d >= 0; --d) first_slot_v[static_cast<size_t>(slot_value_v[static_cast<size_t>(d)])] = d;
+  const at::Tensor first_slot = on_device(first_slot_v);  // [V] a slot of each value, for its clamp
 
-  at::Tensor delta = at::zeros({slots, hidden}, f32);
+  at::Tensor delta = at::zeros({values, hidden}, f32);
   at::Tensor initial;        // captured on the first pass
   at::Tensor kl_initial;     // log-probabilities at the KL rows before any change
   Hooks hooks(model.arch().num_layers());
   hooks.add(options.point, [&](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
     at::Tensor flat = x.flatten(0, 1);
     if (!initial.defined()) initial = flat.detach().to(at::kFloat).index_select(0, bare_flat);
-    at::Tensor added = at::zeros(flat.sizes(), f32).index_add(0, add_flat, delta.index_select(0, add_slot));
+    at::Tensor added = at::zeros(flat.sizes(), f32).index_add(0, add_flat, delta.index_select(0, slot_value).index_select(0, add_slot));
     return (flat + added.to(x.scalar_type())).view(x.sizes());
   });
   ForwardOptions forward;
@@ -286,7 +313,7 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     at::Tensor kl_logp = at::log_softmax(logits.index_select(0, kl_flat), -1);
     if (!kl_initial.defined()) kl_initial = kl_logp.detach();
     at::Tensor kl = (kl_logp.exp() * (kl_logp - kl_initial)).sum(-1);
-    at::Tensor slot_decay = delta.norm(2, 1) / initial.norm(2, 1).pow(2) * slot_weight;
+    at::Tensor slot_decay = delta.index_select(0, slot_value).norm(2, 1) / initial.norm(2, 1).pow(2) * slot_weight;
     at::Tensor decay = options.weight_decay * at::zeros({n}, f32).index_add(0, slot_request, slot_decay);
     at::Tensor loss = nll + options.kl_factor * kl + decay;  // [N]
 
@@ -302,16 +329,19 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     loss.sum().backward();
     at::Tensor g = delta.grad().detach();
     delta = delta.detach();
-    adam.step(delta, g, active.index_select(0, slot_request), options.learning_rate);
+    // A shared vector keeps moving while any of its requests is still above the stopping loss.
+    const at::Tensor value_active = at::zeros({values}, f32).index_add(0, slot_value, active.index_select(0, slot_request)).clamp_max(1);
+    adam.step(delta, g, value_active, options.learning_rate);
     for (int64_t r = 0; r < n; ++r)
       if (active[r].item<double>() > 0) ++out.steps[static_cast<size_t>(r)];
     // Keep each change within clamp_norm_factor times the size of what it changes.
-    at::Tensor limit = options.clamp_norm_factor * initial.norm(2, 1, true);
+    at::Tensor limit = options.clamp_norm_factor * initial.index_select(0, first_slot).norm(2, 1, true);
     at::Tensor norms = delta.norm(2, 1, true);
     delta = at::where(norms > limit, delta * (limit / norms), delta);
   }
   out.initial = initial.cpu();
-  out.delta = delta.detach().cpu();
+  out.delta = delta.detach().index_select(0, slot_value).cpu();
+  out.values = values;
   return out;
 }
 

@@ -65,6 +65,11 @@ FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, Fa
 // Slots are ordered by request, then by the request's fact tokens. Empty `tokens`: the last token.
 std::vector<int64_t> slot_requests(size_t requests, const std::vector<FactTokens>& tokens);
 
+// The vector each slot is given: requests about the same subject share one per fact token (the
+// same subject string and offset from its end), so an edit can teach a subject several new facts
+// at once. Values are numbered in order of first appearance. Empty `tokens`: the last token.
+std::vector<int64_t> shared_value_slots(const std::vector<EditRequest>& requests, const std::vector<FactTokens>& tokens);
+
 // Activations at every fact slot of `context.format(request.prompt)` for every request and context:
 // one tensor per point, [slots, contexts, width].
 std::vector<at::Tensor> subject_activations(const Model& model, const std::vector<EditRequest>& requests,
@@ -79,18 +84,25 @@ struct ValueOptions {
   double kl_factor = 0.0625;       // KL(P_now || P_before) on "{subject} is a" at the subject
   double clamp_norm_factor = 4.0;  // |delta| <= factor * |initial|
   double stop_loss = 5e-2;
+  // The bare prompt's share of the target's likelihood, the prefixed contexts sharing the rest;
+  // negative: every context counts the same (published). The editors' efficacy and paraphrase
+  // prompts carry no random prefix, and where a model is most certain on the bare prompt the
+  // equal mean can be met by the prefixed contexts alone.
+  double bare_prompt_weight = -1;
 };
 
 struct OptimizedValues {
   at::Tensor initial;  // [slots, H] the activation at each fact slot of the bare prompt, before any change
-  at::Tensor delta;    // [slots, H] the optimised change
+  at::Tensor delta;    // [slots, H] the optimised change (slots of one shared value hold the same row)
+  int64_t values = 0;  // distinct vectors optimised (shared_value_slots)
   std::vector<double> loss;        // final loss per request
   std::vector<double> target_prob; // mean probability of the new target's tokens at the end
   std::vector<int64_t> steps;      // optimiser steps taken per request
   at::Tensor target() const { return initial + delta; }
 };
 
-// Optimises one vector per fact slot, all requests in one batch (their losses are independent).
+// Optimises one vector per fact slot, all requests in one batch (their losses are independent,
+// except that requests about the same subject share their vectors: shared_value_slots).
 // The rewriting prompts are every context with the request's prompt, followed by the new target
 // (teacher forcing); the loss is the target's negative log-likelihood on the model's own logits
 // (soft-caps included), plus the KL and weight-decay terms.

@@ -19,7 +19,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 nlohmann::json to_json(const ValueOptions& o) {
   return {{"steps", o.steps},       {"learning_rate", o.learning_rate},         {"weight_decay", o.weight_decay},
-          {"kl_factor", o.kl_factor}, {"clamp_norm_factor", o.clamp_norm_factor}, {"stop_loss", o.stop_loss}};
+          {"kl_factor", o.kl_factor}, {"clamp_norm_factor", o.clamp_norm_factor}, {"stop_loss", o.stop_loss},
+          {"bare_prompt_weight", o.bare_prompt_weight}};
 }
 
 EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options) {

@@ -51,6 +51,9 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
   cmd->add_option("--lr", learning_rate, "Value-optimisation learning rate (default 0.5)")->check(CLI::PositiveNumber);
   cmd->add_option("--clamp", clamp, "Norm clamp factor (default ROME 4, MEMIT 0.75)")->check(CLI::PositiveNumber);
   cmd->add_option("--kl-factor", kl_factor, "KL weight (default 0.0625)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--bare-weight", bare_weight,
+                  "The bare prompt's share of the value objective, prefixed contexts sharing the rest (default: all equal)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--lambda", covariance_weight, "MEMIT covariance weight")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--original-keys", original_keys, "ROME as originally coded (bare-prompt keys in the constraint)");
   cmd->add_option("--memit-targets", memit_targets,
@@ -74,6 +77,7 @@ Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<ed
     if (a.learning_rate > 0) v.learning_rate = a.learning_rate;
     if (a.clamp > 0) v.clamp_norm_factor = a.clamp;
     if (a.kl_factor >= 0) v.kl_factor = a.kl_factor;
+    if (a.bare_weight >= 0) v.bare_prompt_weight = a.bare_weight;
   };
   if (a.method == "rome") {
     if (layers.empty()) {

@@ -20,10 +20,10 @@ namespace graft::cli {
 struct EditorArgs {
   std::string method = "rome", layers, stats, fact_token = "last", memit_targets = "auto";
   int64_t steps = 0, traced_tokens = 1;
-  double learning_rate = 0, clamp = 0, kl_factor = -1, covariance_weight = 15000;
+  double learning_rate = 0, clamp = 0, kl_factor = -1, bare_weight = -1, covariance_weight = 15000;
   bool original_keys = false;
 
-  // Registers --layers, --stats, --fact-token, --steps, --lr, --clamp, --kl-factor, --lambda,
+  // Registers --layers, --stats, --fact-token, --steps, --lr, --clamp, --kl-factor, --bare-weight, --lambda,
   // --original-keys, --memit-targets (and --method when `with_method`).
   void add_options(CLI::App* cmd, bool with_method);
   // InputError naming --stats when no statistics file was given (checked before any work is done).

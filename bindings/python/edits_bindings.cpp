@@ -40,7 +40,12 @@ ed::EditRequest request_from_dict(const py::dict& fields) {
 using ed::make_patch;
 
 void set_value_options(ed::ValueOptions& value, std::optional<int64_t> steps, std::optional<double> learning_rate,
-                       std::optional<double> kl_factor, std::optional<double> clamp_norm_factor) {
+                       std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
+                       std::optional<double> bare_weight) {
+  if (bare_weight) {
+    if (*bare_weight < 0 || *bare_weight > 1) throw graft::InputError("bare_weight: expected a number in [0, 1]");
+    value.bare_prompt_weight = *bare_weight;
+  }
   if (steps) value.steps = *steps;
   if (learning_rate) value.learning_rate = *learning_rate;
   if (kl_factor) value.kl_factor = *kl_factor;
@@ -272,7 +277,7 @@ void bind_edits(py::module_& m) {
       [](const Model& model, const ed::EditRequest& request, const ed::KeyStatistics& stats, int layer,
          bool covariance_adjustment, bool consistent_keys, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token, int64_t traced_tokens) {
+         const std::string& fact_token, int64_t traced_tokens, std::optional<double> bare_weight) {
         ed::RomeOptions options;
         options.layer = layer;
         options.fact_token = ed::parse_fact_token(fact_token);
@@ -280,21 +285,22 @@ void bind_edits(py::module_& m) {
         options.covariance_adjustment = covariance_adjustment;
         options.consistent_keys = consistent_keys;
         options.seed = seed;
-        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor);
+        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight);
         py::gil_scoped_release release;
         return make_patch(model, ed::rome(model, request, stats, options), "rome", {request});
       },
       py::arg("model"), py::arg("request"), py::arg("stats"), py::arg("layer"), py::arg("covariance_adjustment") = true,
       py::arg("consistent_keys") = true, py::arg("seed") = 1, py::arg("steps") = py::none(),
       py::arg("learning_rate") = py::none(), py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(),
-      py::arg("fact_token") = "last", py::arg("traced_tokens") = 1,
+      py::arg("fact_token") = "last", py::arg("traced_tokens") = 1, py::arg("bare_weight") = py::none(),
       "ROME: a rank-1 update of one layer's MLP down projection, as a Patch (the model is left as it was)");
   m.def(
       "memit",
       [](Model& model, const std::vector<ed::EditRequest>& requests, const ed::KeyStatistics& stats,
          const std::vector<int>& layers, double covariance_weight, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token, const std::string& targets, int64_t traced_tokens) {
+         const std::string& fact_token, const std::string& targets, int64_t traced_tokens,
+         std::optional<double> bare_weight) {
         ed::MemitOptions options;
         options.layers = layers;
         options.fact_token = ed::parse_fact_token(fact_token);
@@ -302,14 +308,14 @@ void bind_edits(py::module_& m) {
         options.targets = ed::parse_memit_targets(targets);
         options.covariance_weight = covariance_weight;
         options.seed = seed;
-        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor);
+        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight);
         py::gil_scoped_release release;
         return make_patch(model, ed::memit(model, requests, stats, options), "memit", requests);
       },
       py::arg("model"), py::arg("requests"), py::arg("stats"), py::arg("layers"), py::arg("covariance_weight") = 15000.0,
       py::arg("seed") = 1, py::arg("steps") = py::none(), py::arg("learning_rate") = py::none(),
       py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(), py::arg("fact_token") = "last",
-      py::arg("targets") = "auto", py::arg("traced_tokens") = 1,
+      py::arg("targets") = "auto", py::arg("traced_tokens") = 1, py::arg("bare_weight") = py::none(),
       "MEMIT: many requests spread over a range of layers, as a Patch (the model is left as it was)");
 
   // ------------------------------------------------------------------ evaluation

@@ -96,7 +96,8 @@ def collect_stats(model: Model, texts: Union[Sequence[str], PathLike], layers: O
 def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, stats: StatsLike,
          covariance_adjustment: bool = True, consistent_keys: bool = True, seed: int = 1,
          steps: Optional[int] = None, learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
-         clamp_norm_factor: Optional[float] = None, fact_token: str = "last", traced_tokens: int = 1) -> Patch:
+         clamp_norm_factor: Optional[float] = None, fact_token: str = "last", traced_tokens: int = 1,
+         bare_weight: Optional[float] = None) -> Patch:
     """ROME: rewrite one fact with a rank-1 update of one layer's MLP down projection.
 
     ``request``: a :class:`graft.EditRequest` or a dict like the entries of requests.json.
@@ -107,6 +108,8 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     key and value each: a rank-P update; what small models that spread a fact over a name need).
     ``traced_tokens``: with "traced", how many of the best-restoring subject tokens to edit.
     ``consistent_keys=False`` puts the bare prompt's keys in the constraint, as the original code.
+    ``bare_weight``: the bare prompt's share of the target likelihood the values are optimised for
+    (the prefixed contexts share the rest); None: every context counts the same, as published.
     The remaining arguments override the published hyperparameters. Returns a :class:`graft.Patch`;
     the model itself is not changed (apply the patch with :meth:`graft.Model.apply_patch`).
     """
@@ -114,21 +117,22 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     if layer is None:
         layer = crown_scan(model, edit.prompt, edit.subject, edit.target_true).picked_layer
     return _graft.rome(model.native, edit, _stats(model, stats), int(layer), covariance_adjustment, consistent_keys, seed,
-                       steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, traced_tokens)
+                       steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, traced_tokens, bare_weight)
 
 
 def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], layers: Iterable[int], *,
           stats: StatsLike, covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
           learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
           clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto",
-          traced_tokens: int = 1) -> Patch:
+          traced_tokens: int = 1, bare_weight: Optional[float] = None) -> Patch:
     """MEMIT: rewrite many facts at once, spreading the change over ``layers`` (e.g. ``range(2, 6)``).
 
     ``stats`` must hold every one of the layers; ``covariance_weight`` is MEMIT's lambda.
     ``fact_token`` as for :func:`rome` ("subject": keys and values at every subject token).
     ``targets``: "residual" (published: z* at the last layer's residual, split over the layers),
     "per-layer" (v* re-optimised at each layer's MLP output; needed where the MLP output is normalised
-    before the residual, as in Gemma) or "auto" (per-layer exactly for such models). Returns a
+    before the residual, as in Gemma) or "auto" (per-layer exactly for such models). ``bare_weight``
+    as for :func:`rome`. Requests about the same subject share its vectors. Returns a
     :class:`graft.Patch` with one update per layer; the model itself is not changed.
     """
     layer_list = [int(layer) for layer in layers]
@@ -136,7 +140,7 @@ def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], lay
         raise _graft.GraftError("memit needs at least one layer")
     return _graft.memit(model.native, _requests(requests), _stats(model, stats), layer_list, covariance_weight, seed,
                         steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, targets,
-                        traced_tokens)
+                        traced_tokens, bare_weight)
 
 
 def evaluate(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], *, batch_size: int = 0) -> EvaluationResult:

@@ -107,3 +107,10 @@ def test_eval_bad_requests_file_exits_2(tmp_path):
 def test_eval_method_without_statistics_exits_2_before_any_work():
     result = graft("eval", BUNDLED, "--requests", REQUESTS, "--method", "rome", check=False)
     assert result.returncode == 2 and "--stats" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half"])
+def test_eval_bare_weight_outside_0_1_exits_2_naming_it(value):
+    result = graft("eval", BUNDLED, "--requests", REQUESTS, "--method", "rome", "--stats", "absent.safetensors",
+                   "--bare-weight", value, check=False)
+    assert result.returncode == 2 and "--bare-weight" in result.stderr and result.stdout == ""

@@ -24,8 +24,10 @@ FACTS_MODELS = {"llama": DATA / "facts" / "llama_facts", "gpt2": DATA / "facts" 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # The settings the README's table uses (every one an option; the defaults are the published ones).
-ROME = ["--method", "rome", "--layers", "0", "--fact-token", "subject", "--original-keys", "--steps", "50"]
-MEMIT = ["--method", "memit", "--fact-token", "subject", "--lambda", "10", "--steps", "50", "--clamp", "4"]
+ROME = ["--method", "rome", "--layers", "0", "--fact-token", "subject", "--original-keys", "--steps", "50",
+        "--bare-weight", "0.5"]
+MEMIT = ["--method", "memit", "--fact-token", "subject", "--lambda", "10", "--steps", "50", "--clamp", "4",
+         "--bare-weight", "0.5"]
 
 
 def graft(*args):
@@ -53,12 +55,13 @@ def scores(model, stats, limit, editor):
             100 * summary["neighborhood"]["success"])
 
 
-def test_rome_one_at_a_time_meets_the_floors_on_llama(stats):
-    es, ps, ns = scores("llama", stats, 10, ROME)
+@pytest.mark.parametrize("model", ["llama", "gpt2"])
+def test_rome_one_at_a_time_meets_the_floors(model, stats):
+    es, ps, ns = scores(model, stats, 10, ROME)
     assert es >= 99 and ps >= 90 and ns >= 95, (es, ps, ns)
 
 
-@pytest.mark.parametrize("model, floors", [("gpt2", (90, 90, 90)), ("gemma4", (80, 60, 95))])
+@pytest.mark.parametrize("model, floors", [("gemma4", (90, 75, 95))])
 def test_rome_one_at_a_time_holds_what_it_reaches(model, stats, floors):
     es, ps, ns = scores(model, stats, 10, ROME)
     assert es >= floors[0] and ps >= floors[1] and ns >= floors[2], (es, ps, ns)
@@ -72,6 +75,21 @@ def test_memit_batch_meets_the_floors_on_gpt2(stats):
 def test_memit_on_gemma4_needs_per_layer_targets(stats):
     # Gemma normalises the MLP output before the residual: `auto` re-optimises each layer's values.
     es, ps, ns = scores("gemma4", stats, 20, [*MEMIT, "--layers", "0-1"])
-    assert es >= 90 and ps >= 75 and ns >= 95, (es, ps, ns)
+    assert es >= 90 and ps >= 80 and ns >= 95, (es, ps, ns)
     published = scores("gemma4", stats, 20, [*MEMIT, "--layers", "0-1", "--memit-targets", "residual"])
     assert published[0] < es
+
+
+def test_memit_teaches_one_subject_several_facts(stats, tmp_path):
+    # The 16 requests about the 8 subjects that appear twice (e.g. Fomtaex's language and capital):
+    # the two requests share the subject's vectors, so neither overwrites the other.
+    requests = json.loads(REQUESTS.read_text())
+    subjects = [r["subject"] for r in requests]
+    repeated = [r for r in requests if subjects.count(r["subject"]) == 2]
+    assert len(repeated) == 16
+    path = tmp_path / "repeated.json"
+    path.write_text(json.dumps(repeated))
+    out = json.loads(graft("eval", FACTS_MODELS["gpt2"], "--requests", path, "--stats", stats["gpt2"], "--json",
+                           *MEMIT, "--layers", "0-1").stdout)
+    summary = out["summary"]
+    assert summary["efficacy"]["success"] >= 0.95 and summary["paraphrase"]["success"] >= 0.85, summary

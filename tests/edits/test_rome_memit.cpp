@@ -178,6 +178,58 @@ TEST(Memit, UpdatesEachLayerAtItsWidthAndRestoresTheModel) {
   }
 }
 
+TEST(OptimizeValues, RequestsAboutOneSubjectShareTheirVectors) {
+  auto& f = fixture();
+  // The two requests about "Plalfil Sharpluth" (different relations), then another subject.
+  std::vector<EditRequest> batch;
+  for (const auto& r : f.requests)
+    if (r.subject == "Plalfil Sharpluth") batch.push_back(r);
+  ASSERT_EQ(batch.size(), 2u);
+  ASSERT_NE(batch[0].target_new, batch[1].target_new);
+  batch.push_back(f.requests[0]);
+  const std::vector<std::string> contexts{"{}"};
+  std::vector<FactTokens> tokens;
+  for (const auto& r : batch) tokens.push_back(choose_fact_tokens(*f.model, r, FactTokenChoice::Subject, contexts, 0, 1));
+  ASSERT_EQ(tokens[0].from_end, tokens[1].from_end);
+  const int64_t p = static_cast<int64_t>(tokens[0].size()), q = static_cast<int64_t>(tokens[2].size());
+  ASSERT_GE(p, 2);
+  std::vector<int64_t> expected;
+  for (int64_t request = 0; request < 2; ++request)
+    for (int64_t k = 0; k < p; ++k) expected.push_back(k);
+  for (int64_t k = 0; k < q; ++k) expected.push_back(p + k);
+  EXPECT_EQ(shared_value_slots(batch, tokens), expected);
+
+  ValueOptions options;
+  options.point = HookName{HookPoint::MlpDown, 0};
+  options.steps = 30;
+  const OptimizedValues v = optimize_values(*f.model, batch, contexts, options, tokens);
+  EXPECT_EQ(v.values, p + q);
+  ASSERT_EQ(v.delta.size(0), 2 * p + q);
+  // One vector per token, moved towards both requests' targets at once.
+  for (int64_t k = 0; k < p; ++k) EXPECT_TRUE(at::equal(v.delta[k], v.delta[p + k])) << k;
+  EXPECT_GT(v.delta[0].norm().item<double>(), 0.0);
+  EXPECT_FALSE(at::equal(v.delta[0], v.delta[2 * p]));
+  EXPECT_GT(v.target_prob[0], 0.5);
+  EXPECT_GT(v.target_prob[1], 0.5);
+}
+
+TEST(OptimizeValues, BarePromptWeightOneIgnoresThePrefixedContexts) {
+  auto& f = fixture();
+  const std::vector<EditRequest> batch{f.requests[0]};
+  const std::vector<FactTokens> tokens{FactTokens{{0, 1}}};
+  ValueOptions options;
+  options.point = HookName{HookPoint::MlpDown, 0};
+  options.steps = 5;
+  const OptimizedValues bare_only = optimize_values(*f.model, batch, {"{}"}, options, tokens);
+  const std::vector<std::string> contexts{"{}", "The weather was cold that year. {}"};
+  const OptimizedValues equal = optimize_values(*f.model, batch, contexts, options, tokens);
+  options.bare_prompt_weight = 1.0;
+  const OptimizedValues bare_weighted = optimize_values(*f.model, batch, contexts, options, tokens);
+  EXPECT_TRUE(at::allclose(bare_weighted.delta, bare_only.delta, 1e-3, 1e-3))
+      << (bare_weighted.delta - bare_only.delta).abs().max().item<double>();
+  EXPECT_FALSE(at::allclose(equal.delta, bare_only.delta, 1e-3, 1e-3));
+}
+
 TEST(SolveSymmetric, AddsARidgeOnlyWhenRankDeficient) {
   SolveReport report;
   const at::Tensor b = at::ones({3}, at::kDouble);

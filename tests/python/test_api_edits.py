@@ -171,6 +171,14 @@ def test_rome_bad_input(clean: graft.Model, requests: list[graft.EditRequest], s
         graft.rome(clean, {"prompt": "{} is in", "subject": "", "target_new": " X"}, layer=3, stats=stats)
     with pytest.raises(graft.GraftError, match="stats"):
         graft.rome(clean, requests[0], layer=3, stats=42)  # type: ignore[arg-type]
+    with pytest.raises(graft.GraftError, match="bare_weight"):
+        graft.rome(clean, requests[0], layer=3, stats=stats, bare_weight=1.5)
+
+
+def test_rome_records_the_bare_prompt_weight(clean: graft.Model, requests: list[graft.EditRequest],
+                                             stats: graft.KeyStatistics) -> None:
+    patch = graft.rome(clean, requests[0], layer=0, stats=stats, steps=2, bare_weight=0.5)
+    assert patch.hyperparameters["value"]["bare_prompt_weight"] == 0.5
 
 
 # ------------------------------------------------------------------------------------ patches
