@@ -284,6 +284,12 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
   for (int64_t d = slots - 1; d >= 0; --d) first_slot_v[static_cast<size_t>(slot_value_v[static_cast<size_t>(d)])] = d;
   const at::Tensor first_slot = on_device(first_slot_v);  // [V] a slot of each value, for its clamp
 
+  at::Tensor leakage;  // [D, D] when the expected-leakage term is on
+  if (options.leakage_weight > 0 && options.leakage_metric.defined()) {
+    if (options.leakage_metric.dim() != 2 || options.leakage_metric.size(0) != slots || options.leakage_metric.size(1) != slots)
+      throw Error("optimize_values: the leakage metric must be [slots, slots] (" + std::to_string(slots) + ")");
+    leakage = options.leakage_metric.to(f32);
+  }
   at::Tensor delta = at::zeros({values, hidden}, f32);
   at::Tensor initial;        // captured on the first pass
   at::Tensor kl_initial;     // log-probabilities at the KL rows before any change
@@ -316,6 +322,11 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     at::Tensor slot_decay = delta.index_select(0, slot_value).norm(2, 1) / initial.norm(2, 1).pow(2) * slot_weight;
     at::Tensor decay = options.weight_decay * at::zeros({n}, f32).index_add(0, slot_request, slot_decay);
     at::Tensor loss = nll + options.kl_factor * kl + decay;  // [N]
+    if (leakage.defined()) {
+      const at::Tensor slot_delta = delta.index_select(0, slot_value);
+      const at::Tensor per_slot = (at::matmul(leakage, slot_delta) * slot_delta).sum(1);  // [D]
+      loss = loss + options.leakage_weight * at::zeros({n}, f32).index_add(0, slot_request, per_slot);
+    }
 
     at::Tensor mean_prob = at::zeros({n}, f32).index_add(0, label_request, label_logp.detach().exp() * label_weight);
     const at::Tensor loss_cpu = loss.detach().to(at::kDouble).cpu(), prob_cpu = mean_prob.to(at::kDouble).cpu();

@@ -89,6 +89,12 @@ struct ValueOptions {
   // prompts carry no random prefix, and where a model is most certain on the bare prompt the
   // equal mean can be met by the prefixed contexts alone.
   double bare_prompt_weight = -1;
+  // Expected leakage: leakage_weight * sum_ij M_ij delta_i . delta_j is added to each request's
+  // loss, M [slots, slots] block-diagonal per request (ROME sets it so that the sum is the update's
+  // expected squared change of the MLP output over the statistics' tokens, relative to the output
+  // itself: ||dW||_C^2 / tr(W C W^T)). Zero weight or no metric: the published loss.
+  double leakage_weight = 0;
+  at::Tensor leakage_metric;
 };
 
 struct OptimizedValues {

@@ -15,12 +15,43 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// tr(W C W^T): the expected squared MLP output over the statistics' tokens.
+double output_power(const Model& model, int layer, const at::Tensor& c) {
+  const auto& down = model.arch().mlp_down_projection(layer);
+  at::Tensor w = model.weight(down.weight).to(at::kDouble).cpu();
+  if (down.layout == arch::WeightLayout::InOut) w = w.t();  // logical [H, I]
+  const double power = (at::matmul(w, c) * w).sum().item<double>();
+  if (!(power > 0)) throw Error("ROME: the MLP output's second moment is not positive; cannot scale the leakage term");
+  return power;
+}
+
+// M with sum_ij M_ij r_i . r_j = ||dW||_C^2 / tr(W C W^T) for the update dW = L U^T that moves the
+// constraint keys by R (L^T = G^-1 R): ||dW||_C^2 = tr(L U^T C U L^T) = tr(R^T G^-T (U^T C U) G^-1 R).
+// The ratio is the expected squared change of the MLP output over the statistics' tokens, relative
+// to the expected squared output: how much the edit leaks onto text that is not about the subject.
+// With the bare prompt's keys R is exactly the optimised change; with context-averaged keys R also
+// holds the bare prompt's offset from the average, which the term leaves out.
+at::Tensor leakage_metric(const Model& model, int layer, const at::Tensor& second_moment, const at::Tensor& directions,
+                          const at::Tensor& gram) {
+  const at::Tensor c = second_moment.to(at::kDouble).cpu();
+  const at::Tensor inverse_gram = at::linalg_inv(gram);
+  const at::Tensor spread = at::matmul(directions.t(), at::matmul(c, directions));  // U^T C U
+  return at::matmul(inverse_gram.t(), at::matmul(spread, inverse_gram)) / output_power(model, layer, c);
+}
+
+// ||dW||_C^2 / tr(W C W^T) of an update: the leakage term's value, reported for every edit.
+double expected_leakage(const Model& model, int layer, const at::Tensor& second_moment, const TensorUpdate& update) {
+  const at::Tensor c = second_moment.to(at::kDouble).cpu();
+  const at::Tensor dw = at::matmul(update.left.to(at::kDouble).cpu(), update.right.to(at::kDouble).cpu().t());  // [H, I]
+  return (at::matmul(dw, c) * dw).sum().item<double>() / output_power(model, layer, c);
+}
+
 }  // namespace
 
 nlohmann::json to_json(const ValueOptions& o) {
   return {{"steps", o.steps},       {"learning_rate", o.learning_rate},         {"weight_decay", o.weight_decay},
           {"kl_factor", o.kl_factor}, {"clamp_norm_factor", o.clamp_norm_factor}, {"stop_loss", o.stop_loss},
-          {"bare_prompt_weight", o.bare_prompt_weight}};
+          {"bare_prompt_weight", o.bare_prompt_weight}, {"leakage_weight", o.leakage_weight}};
 }
 
 EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options) {
@@ -42,30 +73,37 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   const at::Tensor key_mean = keys.mean(1);                                                   // [P, I]
   out.seconds_keys = seconds_since(clock);
 
-  clock = std::chrono::steady_clock::now();
-  ValueOptions value_options = options.value;
-  value_options.point = HookName{HookPoint::MlpDown, layer};
-  const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, tokens);
-  out.seconds_values = seconds_since(clock);
-
   // The smallest change of W (in the metric of C) that maps each constraint key to its target:
   // dW = L U^T with U = C^-1 K (the directions, from the context-averaged keys) and L (U^T K_c) = R^T,
   // i.e. L^T = G^-1 R with G = K_c^T U (G[i][j] = k_i . u_j).
   // One fact token: ROME's rank-1 formula (v* - W k) (C^-1 k)^T / (k^T C^-1 k).
+  // The directions and G do not depend on the values, so they come first: the optional leakage
+  // term of the value optimisation needs them.
   clock = std::chrono::steady_clock::now();
   SolveReport report;
   const at::Tensor directions =
       options.covariance_adjustment ? solve_symmetric(second_moment, key_mean.t(), &report) : key_mean.t().clone();  // [I, P]
-  const at::Tensor target = optimized.target().to(at::kDouble);                                                   // [P, H]
   const at::Tensor constraint_keys = options.consistent_keys ? key_mean : keys.select(1, 0);                      // [P, I]
   const at::Tensor current = options.consistent_keys ? values.mean(1) : values.select(1, 0);                      // [P, H]
   const at::Tensor gram = at::matmul(constraint_keys, directions);                                                // [P, P]
   const at::Tensor singular_values = at::linalg_svdvals(gram);
   if (!(singular_values.min().item<double>() > 1e-12 * singular_values.max().item<double>()))
     throw Error("ROME: the keys are (nearly) orthogonal to C^-1 k or dependent; refusing a degenerate update");
+  out.seconds_solve = seconds_since(clock);
+
+  clock = std::chrono::steady_clock::now();
+  ValueOptions value_options = options.value;
+  value_options.point = HookName{HookPoint::MlpDown, layer};
+  if (value_options.leakage_weight > 0)
+    value_options.leakage_metric = leakage_metric(model, layer, second_moment, directions, gram);
+  const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, tokens);
+  out.seconds_values = seconds_since(clock);
+
+  clock = std::chrono::steady_clock::now();
+  const at::Tensor target = optimized.target().to(at::kDouble);  // [P, H]
   const at::Tensor left = at::linalg_solve(gram, target - current).t();  // [H, P]
   if (!at::isfinite(left).all().item<bool>()) throw Error("ROME: the update is not finite; refusing the edit");
-  out.seconds_solve = seconds_since(clock);
+  out.seconds_solve += seconds_since(clock);
 
   const auto& down = model.arch().mlp_down_projection(layer);
   TensorUpdate update;
@@ -98,7 +136,8 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                      {"target_probability", optimized.target_prob[0]},
                      {"optimizer_steps", optimized.steps[0]},
                      {"delta_norm", optimized.delta.norm().item<double>()},
-                     {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()}};
+                     {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()},
+                     {"expected_leakage", expected_leakage(model, layer, second_moment, update)}};
   return out;
 }
 

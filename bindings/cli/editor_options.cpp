@@ -54,6 +54,10 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
   cmd->add_option("--bare-weight", bare_weight,
                   "The bare prompt's share of the value objective, prefixed contexts sharing the rest (default: all equal)")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--leakage-weight", leakage_weight,
+                  "ROME: weight of the update's expected change of the MLP output over the statistics' tokens in the "
+                  "value objective (default 0: off)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--lambda", covariance_weight, "MEMIT covariance weight")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--original-keys", original_keys, "ROME as originally coded (bare-prompt keys in the constraint)");
   cmd->add_option("--memit-targets", memit_targets,
@@ -78,6 +82,7 @@ Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<ed
     if (a.clamp > 0) v.clamp_norm_factor = a.clamp;
     if (a.kl_factor >= 0) v.kl_factor = a.kl_factor;
     if (a.bare_weight >= 0) v.bare_prompt_weight = a.bare_weight;
+    v.leakage_weight = a.leakage_weight;
   };
   if (a.method == "rome") {
     if (layers.empty()) {
@@ -93,6 +98,7 @@ Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<ed
     editor.rome.traced_tokens = a.traced_tokens;
     tune(editor.rome.value);
   } else if (a.method == "memit") {
+    if (a.leakage_weight > 0) throw InputError("--leakage-weight: ROME only (MEMIT's lambda plays that part)");
     editor.memit.layers = layers;
     editor.memit.covariance_weight = a.covariance_weight;
     editor.memit.fact_token = edits::parse_fact_token(a.fact_token);

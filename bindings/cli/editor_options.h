@@ -20,11 +20,12 @@ namespace graft::cli {
 struct EditorArgs {
   std::string method = "rome", layers, stats, fact_token = "last", memit_targets = "auto";
   int64_t steps = 0, traced_tokens = 1;
-  double learning_rate = 0, clamp = 0, kl_factor = -1, bare_weight = -1, covariance_weight = 15000;
+  double learning_rate = 0, clamp = 0, kl_factor = -1, bare_weight = -1, leakage_weight = 0,
+         covariance_weight = 15000;
   bool original_keys = false;
 
-  // Registers --layers, --stats, --fact-token, --steps, --lr, --clamp, --kl-factor, --bare-weight, --lambda,
-  // --original-keys, --memit-targets (and --method when `with_method`).
+  // Registers --layers, --stats, --fact-token, --steps, --lr, --clamp, --kl-factor, --bare-weight,
+  // --leakage-weight, --lambda, --original-keys, --memit-targets (and --method when `with_method`).
   void add_options(CLI::App* cmd, bool with_method);
   // InputError naming --stats when no statistics file was given (checked before any work is done).
   void require_stats() const;

@@ -41,7 +41,9 @@ using ed::make_patch;
 
 void set_value_options(ed::ValueOptions& value, std::optional<int64_t> steps, std::optional<double> learning_rate,
                        std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-                       std::optional<double> bare_weight) {
+                       std::optional<double> bare_weight, double leakage_weight = 0) {
+  if (leakage_weight < 0) throw graft::InputError("leakage_weight: expected a number >= 0");
+  value.leakage_weight = leakage_weight;
   if (bare_weight) {
     if (*bare_weight < 0 || *bare_weight > 1) throw graft::InputError("bare_weight: expected a number in [0, 1]");
     value.bare_prompt_weight = *bare_weight;
@@ -277,7 +279,8 @@ void bind_edits(py::module_& m) {
       [](const Model& model, const ed::EditRequest& request, const ed::KeyStatistics& stats, int layer,
          bool covariance_adjustment, bool consistent_keys, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token, int64_t traced_tokens, std::optional<double> bare_weight) {
+         const std::string& fact_token, int64_t traced_tokens, std::optional<double> bare_weight,
+         double leakage_weight) {
         ed::RomeOptions options;
         options.layer = layer;
         options.fact_token = ed::parse_fact_token(fact_token);
@@ -285,7 +288,7 @@ void bind_edits(py::module_& m) {
         options.covariance_adjustment = covariance_adjustment;
         options.consistent_keys = consistent_keys;
         options.seed = seed;
-        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight);
+        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight, leakage_weight);
         py::gil_scoped_release release;
         return make_patch(model, ed::rome(model, request, stats, options), "rome", {request});
       },
@@ -293,6 +296,7 @@ void bind_edits(py::module_& m) {
       py::arg("consistent_keys") = true, py::arg("seed") = 1, py::arg("steps") = py::none(),
       py::arg("learning_rate") = py::none(), py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(),
       py::arg("fact_token") = "last", py::arg("traced_tokens") = 1, py::arg("bare_weight") = py::none(),
+      py::arg("leakage_weight") = 0.0,
       "ROME: a rank-1 update of one layer's MLP down projection, as a Patch (the model is left as it was)");
   m.def(
       "memit",

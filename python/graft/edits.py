@@ -97,7 +97,7 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
          covariance_adjustment: bool = True, consistent_keys: bool = True, seed: int = 1,
          steps: Optional[int] = None, learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
          clamp_norm_factor: Optional[float] = None, fact_token: str = "last", traced_tokens: int = 1,
-         bare_weight: Optional[float] = None) -> Patch:
+         bare_weight: Optional[float] = None, leakage_weight: float = 0.0) -> Patch:
     """ROME: rewrite one fact with a rank-1 update of one layer's MLP down projection.
 
     ``request``: a :class:`graft.EditRequest` or a dict like the entries of requests.json.
@@ -110,6 +110,8 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     ``consistent_keys=False`` puts the bare prompt's keys in the constraint, as the original code.
     ``bare_weight``: the bare prompt's share of the target likelihood the values are optimised for
     (the prefixed contexts share the rest); None: every context counts the same, as published.
+    ``leakage_weight``: adds the update's expected squared change of the MLP output over the
+    statistics' tokens (relative to the output) to the value objective, times this weight; 0: off.
     The remaining arguments override the published hyperparameters. Returns a :class:`graft.Patch`;
     the model itself is not changed (apply the patch with :meth:`graft.Model.apply_patch`).
     """
@@ -117,7 +119,8 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     if layer is None:
         layer = crown_scan(model, edit.prompt, edit.subject, edit.target_true).picked_layer
     return _graft.rome(model.native, edit, _stats(model, stats), int(layer), covariance_adjustment, consistent_keys, seed,
-                       steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, traced_tokens, bare_weight)
+                       steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, traced_tokens, bare_weight,
+                       leakage_weight)
 
 
 def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], layers: Iterable[int], *,

@@ -114,3 +114,13 @@ def test_eval_bare_weight_outside_0_1_exits_2_naming_it(value):
     result = graft("eval", BUNDLED, "--requests", REQUESTS, "--method", "rome", "--stats", "absent.safetensors",
                    "--bare-weight", value, check=False)
     assert result.returncode == 2 and "--bare-weight" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("extra", [["--method", "memit", "--leakage-weight", "1"],
+                                   ["--method", "rome", "--leakage-weight", "-1"]])
+def test_eval_leakage_weight_is_rome_only_and_not_negative(extra, tmp_path):
+    stats = tmp_path / "stats.safetensors"
+    graft("stats", BUNDLED, "--corpus", MODELS / "facts_corpus.txt", "--layers", "0-1", "--max-tokens", "500", "-o", stats)
+    result = graft("eval", BUNDLED, "--requests", REQUESTS, "--limit", "1", "--stats", stats, "--layers", "0-1", *extra,
+                   check=False)
+    assert result.returncode == 2 and "--leakage-weight" in result.stderr, result.stderr

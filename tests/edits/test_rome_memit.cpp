@@ -75,6 +75,40 @@ TEST(Rome, SatisfiesItsConstraintAndRaisesTheNewTarget) {
   EXPECT_TRUE(at::equal(f.model->weight(f.model->arch().mlp_down_projection(0).weight), weight_before));
 }
 
+TEST(Rome, LeakageTermShrinksTheUpdatesExpectedChangeOverTheCorpus) {
+  // GPT-2's facts model: its layer-0 edits move the MLP output on other text by about as much as the
+  // output itself (the Gemma fixture's by about 1e-3), so the term has something to remove.
+  auto& f = fixture();
+  const auto model = Model::load(std::string(GRAFT_TEST_DATA) + "/facts/gpt2_facts");
+  StatsOptions stats_options;
+  stats_options.layers = {0};
+  stats_options.max_tokens = 4000;
+  const KeyStatistics stats = KeyStatistics::collect(*model, KeyStatistics::read_corpus(kCorpus), stats_options);
+  const EditRequest& r = f.requests[0];
+  RomeOptions options;
+  options.layer = 0;
+  options.fact_token = FactTokenChoice::Subject;
+  options.consistent_keys = false;
+  options.value.steps = 30;
+  auto leakage_of = [&](const EditOutcome& out) {
+    // ||dW||_C^2 / tr(W C W^T), from the update, the statistics and the weight (logical [H, I]).
+    const at::Tensor c = stats.second_moment(0).to(at::kDouble);
+    const auto& down = model->arch().mlp_down_projection(0);
+    at::Tensor w = model->weight(down.weight).to(at::kDouble);
+    if (down.layout == arch::WeightLayout::InOut) w = w.t();
+    const at::Tensor dw = at::matmul(out.updates[0].left, out.updates[0].right.t()).to(at::kDouble);
+    return (at::matmul(dw, c) * dw).sum().item<double>() / (at::matmul(w, c) * w).sum().item<double>();
+  };
+  const EditOutcome plain = rome(*model, r, stats, options);
+  EXPECT_NEAR(plain.diagnostics["expected_leakage"].get<double>(), leakage_of(plain), 1e-4 * leakage_of(plain));
+  options.value.leakage_weight = 10;
+  const EditOutcome careful = rome(*model, r, stats, options);
+  EXPECT_NEAR(careful.diagnostics["expected_leakage"].get<double>(), leakage_of(careful), 1e-4 * leakage_of(careful));
+  EXPECT_LT(leakage_of(careful), 0.5 * leakage_of(plain));
+  EXPECT_GT(careful.diagnostics["target_probability"].get<double>(), 0.5);  // still reaches its target
+  EXPECT_EQ(careful.hyperparameters["value"]["leakage_weight"], 10.0);
+}
+
 // The subject's tokens on the bare prompt, as the editors locate them.
 std::vector<int64_t> subject_positions(const Model& model, const EditRequest& r) {
   const SubjectSpan span = locate_subject(model, r.prompt, r.subject);

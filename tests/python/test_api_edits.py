@@ -177,8 +177,12 @@ def test_rome_bad_input(clean: graft.Model, requests: list[graft.EditRequest], s
 
 def test_rome_records_the_bare_prompt_weight(clean: graft.Model, requests: list[graft.EditRequest],
                                              stats: graft.KeyStatistics) -> None:
-    patch = graft.rome(clean, requests[0], layer=0, stats=stats, steps=2, bare_weight=0.5)
+    patch = graft.rome(clean, requests[0], layer=0, stats=stats, steps=2, bare_weight=0.5, leakage_weight=2.0)
     assert patch.hyperparameters["value"]["bare_prompt_weight"] == 0.5
+    assert patch.hyperparameters["value"]["leakage_weight"] == 2.0
+    assert patch.notes["diagnostics"]["expected_leakage"] > 0
+    with pytest.raises(graft.GraftError, match="leakage_weight"):
+        graft.rome(clean, requests[0], layer=0, stats=stats, leakage_weight=-1.0)
 
 
 # ------------------------------------------------------------------------------------ patches
