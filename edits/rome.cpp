@@ -15,12 +15,13 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// tr(W C W^T): the expected squared MLP output over the statistics' tokens.
-double output_power(const Model& model, int layer, const at::Tensor& c) {
+// tr(W C W^T): the expected squared MLP output over the statistics' tokens. H x I^2 products, so
+// float32 (a normaliser needs no more).
+double output_power(const Model& model, int layer, const at::Tensor& second_moment) {
   const auto& down = model.arch().mlp_down_projection(layer);
-  at::Tensor w = model.weight(down.weight).to(at::kDouble).cpu();
+  at::Tensor w = model.weight(down.weight).to(at::kFloat).cpu();
   if (down.layout == arch::WeightLayout::InOut) w = w.t();  // logical [H, I]
-  const double power = (at::matmul(w, c) * w).sum().item<double>();
+  const double power = (at::matmul(w, second_moment.to(at::kFloat).cpu()) * w).sum().item<double>();
   if (!(power > 0)) throw Error("ROME: the MLP output's second moment is not positive; cannot scale the leakage term");
   return power;
 }
@@ -31,19 +32,19 @@ double output_power(const Model& model, int layer, const at::Tensor& c) {
 // to the expected squared output: how much the edit leaks onto text that is not about the subject.
 // With the bare prompt's keys R is exactly the optimised change; with context-averaged keys R also
 // holds the bare prompt's offset from the average, which the term leaves out.
-at::Tensor leakage_metric(const Model& model, int layer, const at::Tensor& second_moment, const at::Tensor& directions,
-                          const at::Tensor& gram) {
-  const at::Tensor c = second_moment.to(at::kDouble).cpu();
+at::Tensor leakage_metric(const at::Tensor& second_moment, const at::Tensor& directions, const at::Tensor& gram,
+                          double power) {
   const at::Tensor inverse_gram = at::linalg_inv(gram);
-  const at::Tensor spread = at::matmul(directions.t(), at::matmul(c, directions));  // U^T C U
-  return at::matmul(inverse_gram.t(), at::matmul(spread, inverse_gram)) / output_power(model, layer, c);
+  const at::Tensor spread = at::matmul(directions.t(), at::matmul(second_moment.to(at::kDouble), directions));  // U^T C U
+  return at::matmul(inverse_gram.t(), at::matmul(spread, inverse_gram)) / power;
 }
 
-// ||dW||_C^2 / tr(W C W^T) of an update: the leakage term's value, reported for every edit.
-double expected_leakage(const Model& model, int layer, const at::Tensor& second_moment, const TensorUpdate& update) {
-  const at::Tensor c = second_moment.to(at::kDouble).cpu();
-  const at::Tensor dw = at::matmul(update.left.to(at::kDouble).cpu(), update.right.to(at::kDouble).cpu().t());  // [H, I]
-  return (at::matmul(dw, c) * dw).sum().item<double>() / output_power(model, layer, c);
+// ||dW||_C^2 / tr(W C W^T) of an update dW = L R^T, as tr((L^T L)(R^T C R)): the leakage term's
+// value, reported for every edit.
+double expected_leakage(const at::Tensor& second_moment, const TensorUpdate& update, double power) {
+  const at::Tensor left = update.left.to(at::kDouble).cpu(), right = update.right.to(at::kDouble).cpu();
+  const at::Tensor spread = at::matmul(right.t(), at::matmul(second_moment.to(at::kDouble).cpu(), right));  // [P, P]
+  return (at::matmul(left.t(), left) * spread).sum().item<double>() / power;
 }
 
 }  // namespace
@@ -94,8 +95,8 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   clock = std::chrono::steady_clock::now();
   ValueOptions value_options = options.value;
   value_options.point = HookName{HookPoint::MlpDown, layer};
-  if (value_options.leakage_weight > 0)
-    value_options.leakage_metric = leakage_metric(model, layer, second_moment, directions, gram);
+  const double power = output_power(model, layer, second_moment);
+  if (value_options.leakage_weight > 0) value_options.leakage_metric = leakage_metric(second_moment, directions, gram, power);
   const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, tokens);
   out.seconds_values = seconds_since(clock);
 
@@ -137,7 +138,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                      {"optimizer_steps", optimized.steps[0]},
                      {"delta_norm", optimized.delta.norm().item<double>()},
                      {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()},
-                     {"expected_leakage", expected_leakage(model, layer, second_moment, update)}};
+                     {"expected_leakage", expected_leakage(second_moment, update, power)}};
   return out;
 }
 
