@@ -291,13 +291,14 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     leakage = options.leakage_metric.to(f32);
   }
   at::Tensor delta = at::zeros({values, hidden}, f32);
+  at::Tensor slot_delta;     // [D, H] each slot's vector (shared ones repeated), rebuilt every step
   at::Tensor initial;        // captured on the first pass
   at::Tensor kl_initial;     // log-probabilities at the KL rows before any change
   Hooks hooks(model.arch().num_layers());
   hooks.add(options.point, [&](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
     at::Tensor flat = x.flatten(0, 1);
     if (!initial.defined()) initial = flat.detach().to(at::kFloat).index_select(0, bare_flat);
-    at::Tensor added = at::zeros(flat.sizes(), f32).index_add(0, add_flat, delta.index_select(0, slot_value).index_select(0, add_slot));
+    at::Tensor added = at::zeros(flat.sizes(), f32).index_add(0, add_flat, slot_delta.index_select(0, add_slot));
     return (flat + added.to(x.scalar_type())).view(x.sizes());
   });
   ForwardOptions forward;
@@ -313,17 +314,17 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
   at::AutoGradMode grad(true);
   for (int64_t step = 0; step < options.steps; ++step) {
     delta.requires_grad_(true);
+    slot_delta = delta.index_select(0, slot_value);
     at::Tensor logits = model.forward(batch.ids, forward).to(at::kFloat).flatten(0, 1);
     at::Tensor label_logp = at::log_softmax(logits.index_select(0, label_flat), -1).gather(1, label_token.unsqueeze(1)).squeeze(1);
     at::Tensor nll = at::zeros({n}, f32).index_add(0, label_request, -label_logp * label_weight);
     at::Tensor kl_logp = at::log_softmax(logits.index_select(0, kl_flat), -1);
     if (!kl_initial.defined()) kl_initial = kl_logp.detach();
     at::Tensor kl = (kl_logp.exp() * (kl_logp - kl_initial)).sum(-1);
-    at::Tensor slot_decay = delta.index_select(0, slot_value).norm(2, 1) / initial.norm(2, 1).pow(2) * slot_weight;
+    at::Tensor slot_decay = slot_delta.norm(2, 1) / initial.norm(2, 1).pow(2) * slot_weight;
     at::Tensor decay = options.weight_decay * at::zeros({n}, f32).index_add(0, slot_request, slot_decay);
     at::Tensor loss = nll + options.kl_factor * kl + decay;  // [N]
     if (leakage.defined()) {
-      const at::Tensor slot_delta = delta.index_select(0, slot_value);
       const at::Tensor per_slot = (at::matmul(leakage, slot_delta) * slot_delta).sum(1);  // [D]
       loss = loss + options.leakage_weight * at::zeros({n}, f32).index_add(0, slot_request, per_slot);
     }
