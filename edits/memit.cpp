@@ -36,13 +36,81 @@ at::Tensor memit_keys(const Model& model, const std::vector<EditRequest>& reques
   return 0.5 * keys.select(1, 0) + 0.5 * keys.narrow(1, 1, keys.size(1) - 1).mean(1);  // [slots, I]
 }
 
+// MemitTargets::Joint: fills `out` with one update per layer and returns the per-layer reports.
+nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats,
+                             const MemitOptions& options, const std::vector<int>& layers,
+                             const std::vector<std::string>& contexts, const std::vector<FactTokens>& tokens,
+                             EditOutcome& out) {
+  const double share = 1.0 / static_cast<double>(layers.size());
+  ValueOptions value_options = options.value;
+  // The decay and clamp measure each vector against the last layer's MLP output at its slot.
+  value_options.point = HookName{HookPoint::MlpDown, layers.back()};
+  std::vector<SolveReport> reports(layers.size());
+  std::vector<double> powers(layers.size(), 0);
+  at::Tensor leakage;  // [slots, slots] sum over layers of share^2 A^T C A / tr(W C W^T)
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int layer = layers[i];
+    auto clock = std::chrono::steady_clock::now();
+    const at::Tensor keys = memit_keys(model, requests, contexts, layer, tokens);  // [slots, I]
+    out.seconds_keys += seconds_since(clock);
+    clock = std::chrono::steady_clock::now();
+    const at::Tensor second_moment = stats.second_moment(layer).to(at::kDouble);
+    const at::Tensor system = options.covariance_weight * second_moment + at::matmul(keys.t(), keys);
+    // Each column scaled so that its slot's own key reads 1 (k_j . a_j = 1): a vector is then the
+    // change the update makes at its own slot, less what the other slots' columns add, so the
+    // decay and the clamp keep their published meaning and lambda only shapes the directions.
+    at::Tensor key_map = solve_symmetric(system, keys.t(), &reports[i]);  // [I, slots]
+    key_map = key_map / (keys * key_map.t()).sum(1).unsqueeze(0);
+    powers[i] = mlp_output_power(model, layer, second_moment);
+    if (value_options.leakage_weight > 0) {
+      const at::Tensor term = at::matmul(key_map.t(), at::matmul(second_moment, key_map)) * (share * share / powers[i]);
+      leakage = leakage.defined() ? leakage + term : term;
+    }
+    value_options.through_update.push_back({layer, key_map.to(at::kFloat), share});
+    out.seconds_solve += seconds_since(clock);
+  }
+  if (leakage.defined()) value_options.leakage_metric = leakage;
+
+  auto clock = std::chrono::steady_clock::now();
+  const OptimizedValues optimized = optimize_values(model, requests, contexts, value_options, tokens);
+  out.seconds_values += seconds_since(clock);
+
+  nlohmann::json reports_json = nlohmann::json::array();
+  const at::Tensor left = (optimized.delta.t() * share).contiguous();  // [H, slots]
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int layer = layers[i];
+    TensorUpdate update;
+    update.tensor = model.arch().mlp_down_projection(layer).weight;
+    update.layer = layer;
+    update.left = left;
+    update.right = value_options.through_update[i].key_map.contiguous();
+    if (!at::isfinite(update.right).all().item<bool>() || !at::isfinite(update.left).all().item<bool>())
+      throw Error("MEMIT: layer " + std::to_string(layer) + "'s update is not finite; refusing the edit");
+    reports_json.push_back({{"layer", layer},
+                            {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
+                            {"condition", reports[i].condition},
+                            {"ridge", reports[i].ridge},
+                            {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()},
+                            {"expected_leakage", expected_leakage(stats.second_moment(layer), update, powers[i])}});
+    out.updates.push_back(std::move(update));
+  }
+  double probability = 0;
+  for (double p : optimized.target_prob) probability += p / static_cast<double>(optimized.target_prob.size());
+  out.diagnostics["mean_target_probability"] = probability;
+  int64_t steps = 0;
+  for (int64_t s : optimized.steps) steps = std::max(steps, s);
+  out.diagnostics["optimizer_steps"] = steps;
+  return reports_json;
+}
+
 }  // namespace
 
 MemitTargets parse_memit_targets(const std::string& name) {
   if (name == "auto") return MemitTargets::Auto;
   if (name == "residual") return MemitTargets::ResidualSplit;
   if (name == "per-layer") return MemitTargets::PerLayer;
-  throw InputError("--memit-targets \"" + name + "\": use auto, residual or per-layer");
+  if (name == "joint") return MemitTargets::Joint;
+  throw InputError("--memit-targets \"" + name + "\": use auto, residual, per-layer or joint");
 }
 
 const char* memit_targets_name(MemitTargets targets) {
@@ -50,6 +118,7 @@ const char* memit_targets_name(MemitTargets targets) {
     case MemitTargets::Auto: return "auto";
     case MemitTargets::ResidualSplit: return "residual";
     case MemitTargets::PerLayer: return "per-layer";
+    case MemitTargets::Joint: return "joint";
   }
   return "auto";
 }
@@ -62,6 +131,13 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
                      "); no later layer reads the subject's position, so a change there cannot reach the answer. "
                      "End the range earlier (crown-scan shows where the fact lives)");
   for (int l : layers) stats.second_moment(l);  // fail early on a layer without statistics
+  const MemitTargets targets = options.targets != MemitTargets::Auto ? options.targets
+                               : model.spec().sandwich_norms        ? MemitTargets::PerLayer
+                                                                    : MemitTargets::ResidualSplit;
+  // Only joint values know the update they make; the others are fixed before the solve.
+  if (options.value.leakage_weight > 0 && targets != MemitTargets::Joint)
+    throw InputError("--leakage-weight: MEMIT takes it only with joint targets (--memit-targets joint); the " +
+                     std::string(memit_targets_name(targets)) + " targets are optimised before the solve");
   EditOutcome out;
   auto clock = std::chrono::steady_clock::now();
   const std::vector<std::string> contexts = context_templates(model, options.templates, options.seed);
@@ -71,9 +147,6 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
   std::vector<FactTokens> tokens;
   for (const auto& request : requests)
     tokens.push_back(choose_fact_tokens(model, request, options.fact_token, contexts, layers.front(), options.seed, options.traced_tokens));
-  const MemitTargets targets = options.targets != MemitTargets::Auto ? options.targets
-                               : model.spec().sandwich_norms        ? MemitTargets::PerLayer
-                                                                    : MemitTargets::ResidualSplit;
   auto optimize_at = [&](const HookName& point) {
     ValueOptions value_options = options.value;
     value_options.point = point;
@@ -97,7 +170,10 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
   // when `applied` goes out of scope.
   nlohmann::json layer_reports = nlohmann::json::array();
   int64_t slots = 0;
-  {
+  if (targets == MemitTargets::Joint) {
+    layer_reports = joint_updates(model, requests, stats, options, layers, contexts, tokens, out);
+    slots = out.updates.front().left.size(1);
+  } else {
     TemporaryUpdates applied(model);
     for (size_t i = 0; i < layers.size(); ++i) {
       const int layer = layers[i];
@@ -160,7 +236,10 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
                          {"seed", options.seed},
                          {"statistics_tokens", stats.tokens()}};
   for (const auto& t : options.templates) out.hyperparameters["templates"].push_back({t.tokens, t.count});
-  out.diagnostics = {{"layers", layer_reports}, {"requests", requests.size()}, {"slots", slots}, {"contexts", contexts.size()}};
+  out.diagnostics["layers"] = layer_reports;
+  out.diagnostics["requests"] = requests.size();
+  out.diagnostics["slots"] = slots;
+  out.diagnostics["contexts"] = contexts.size();
   if (targets == MemitTargets::ResidualSplit) out.diagnostics["mean_target_probability_at_z"] = z_probability;
   return out;
 }

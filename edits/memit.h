@@ -19,8 +19,14 @@ enum class MemitTargets {
   // 1/(layers left) of it. For Gemma-style sandwich norms, where the MLP output is normalised before
   // it reaches the residual, so a residual change is not an MLP-output change.
   PerLayer,
+  // Each layer's right factor (lambda C + K K^T)^-1 K from the unedited model's keys first; then one
+  // set of vectors D, each layer writing dW = D^T A^T / layers, optimised through the forward pass of
+  // the model those updates make (every layer edited at once, every position, the requests' changes
+  // crossing): the values see what the solve will do to them instead of being shrunk by it after.
+  // The update written is the one optimised. The leakage term applies (ValueOptions).
+  Joint,
 };
-MemitTargets parse_memit_targets(const std::string& name);  // auto / residual / per-layer
+MemitTargets parse_memit_targets(const std::string& name);  // auto / residual / per-layer / joint
 const char* memit_targets_name(MemitTargets targets);
 
 struct MemitOptions {

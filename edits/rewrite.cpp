@@ -294,13 +294,34 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
   at::Tensor slot_delta;     // [D, H] each slot's vector (shared ones repeated), rebuilt every step
   at::Tensor initial;        // captured on the first pass
   at::Tensor kl_initial;     // log-probabilities at the KL rows before any change
+  const bool through = !options.through_update.empty();
   Hooks hooks(model.arch().num_layers());
   hooks.add(options.point, [&](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
     at::Tensor flat = x.flatten(0, 1);
     if (!initial.defined()) initial = flat.detach().to(at::kFloat).index_select(0, bare_flat);
+    if (through) return std::nullopt;
     at::Tensor added = at::zeros(flat.sizes(), f32).index_add(0, add_flat, slot_delta.index_select(0, add_slot));
     return (flat + added.to(x.scalar_type())).view(x.sizes());
   });
+  // Through the update: each layer's MLP output gains share * (key . key_map) D at every position.
+  std::vector<at::Tensor> layer_keys(options.through_update.size());
+  for (size_t w = 0; w < options.through_update.size(); ++w) {
+    const auto& write = options.through_update[w];
+    const int64_t width = model.arch().intermediate_size_for_layer(write.layer);
+    if (write.key_map.dim() != 2 || write.key_map.size(0) != width || write.key_map.size(1) != slots)
+      throw Error("optimize_values: layer " + std::to_string(write.layer) + "'s key map must be [" + std::to_string(width) +
+                  ", " + std::to_string(slots) + "]");
+    const at::Tensor key_map = (write.key_map.to(f32) * write.share).contiguous();
+    hooks.add({HookPoint::MlpPost, write.layer}, [&layer_keys, w](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+      layer_keys[w] = x;
+      return std::nullopt;
+    });
+    hooks.add({HookPoint::MlpDown, write.layer}, [&layer_keys, &slot_delta, key_map, w](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+      const at::Tensor change = at::matmul(at::matmul(layer_keys[w].to(at::kFloat), key_map), slot_delta);
+      layer_keys[w] = at::Tensor();
+      return x + change.to(x.scalar_type());
+    });
+  }
   ForwardOptions forward;
   forward.attention_mask = batch.mask;
   forward.hooks = &hooks;
@@ -326,7 +347,11 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     at::Tensor loss = nll + options.kl_factor * kl + decay;  // [N]
     if (leakage.defined()) {
       const at::Tensor per_slot = (at::matmul(leakage, slot_delta) * slot_delta).sum(1);  // [D]
-      loss = loss + options.leakage_weight * at::zeros({n}, f32).index_add(0, slot_request, per_slot);
+      // Through the update, one update carries every request, and each request pays for all of
+      // its leakage (as a lone ROME edit does for its own): the weight means the same for one
+      // request or a thousand.
+      loss = loss + options.leakage_weight * (through ? per_slot.sum().expand({n})
+                                                      : at::zeros({n}, f32).index_add(0, slot_request, per_slot));
     }
 
     at::Tensor mean_prob = at::zeros({n}, f32).index_add(0, label_request, label_logp.detach().exp() * label_weight);
@@ -334,7 +359,10 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     for (int64_t r = 0; r < n; ++r) {
       out.loss[static_cast<size_t>(r)] = loss_cpu[r].item<double>();
       out.target_prob[static_cast<size_t>(r)] = prob_cpu[r].item<double>();
+      // Coupled losses (through the update): a request that met the stopping loss can be pushed
+      // back above it by the others' vectors, and then moves again.
       if (out.loss[static_cast<size_t>(r)] < options.stop_loss) active[r] = 0;
+      else if (through) active[r] = 1;
     }
     if (active.sum().item<double>() == 0 || step == options.steps - 1) break;  // as coded: no update on the last step
 
@@ -467,6 +495,23 @@ void TemporaryUpdates::add(const TensorUpdate& update) {
   at::Tensor delta = update.dense.defined() ? update.dense : at::matmul(update.left, update.right.t());
   if (model_.arch().mlp_down_projection(update.layer).layout == arch::WeightLayout::InOut) delta = delta.t();
   weight.add_(delta.to(weight.scalar_type()).to(weight.device()));
+}
+
+double mlp_output_power(const Model& model, int layer, const at::Tensor& second_moment) {
+  const auto& down = model.arch().mlp_down_projection(layer);
+  at::Tensor w = model.weight(down.weight).to(at::kFloat).cpu();
+  if (down.layout == arch::WeightLayout::InOut) w = w.t();  // logical [H, I]
+  // H x I^2 products, so float32: a normaliser needs no more.
+  const double power = (at::matmul(w, second_moment.to(at::kFloat).cpu()) * w).sum().item<double>();
+  if (!(power > 0))
+    throw Error("layer " + std::to_string(layer) + ": the MLP output's second moment is not positive; cannot scale the leakage term");
+  return power;
+}
+
+double expected_leakage(const at::Tensor& second_moment, const TensorUpdate& update, double power) {
+  const at::Tensor left = update.left.to(at::kDouble).cpu(), right = update.right.to(at::kDouble).cpu();
+  const at::Tensor spread = at::matmul(right.t(), at::matmul(second_moment.to(at::kDouble).cpu(), right));  // [P, P]
+  return (at::matmul(left.t(), left) * spread).sum().item<double>() / power;
 }
 
 at::Tensor solve_symmetric(const at::Tensor& a, const at::Tensor& b, SolveReport* report) {

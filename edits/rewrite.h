@@ -95,6 +95,20 @@ struct ValueOptions {
   // itself: ||dW||_C^2 / tr(W C W^T)). Zero weight or no metric: the published loss.
   double leakage_weight = 0;
   at::Tensor leakage_metric;
+  // Values optimised through the update they imply (empty: added at `point`'s fact slots, as
+  // published). Each entry is one layer's share of the update: dW = share * D^T key_map^T, D the
+  // [slots, H] vectors, so at every position of every prompt that layer's MLP output changes by
+  // share * (key . key_map) D, key the position's input to the down projection: exactly what the
+  // edited model will do, other slots' and other positions' changes included. The requests' losses
+  // are then coupled; each keeps moving while its loss is above the stopping loss. `point` only
+  // names the activation the decay and the clamp measure each vector against. The leakage metric
+  // may be full [slots, slots], and every request's loss counts the whole update's leakage.
+  struct UpdateShare {
+    int layer = 0;
+    at::Tensor key_map;  // [I, slots] float: the update's right factor
+    double share = 1.0;
+  };
+  std::vector<UpdateShare> through_update;
 };
 
 struct OptimizedValues {
@@ -134,6 +148,15 @@ class TemporaryUpdates {
   Model& model_;
   std::map<std::string, at::Tensor> originals_;
 };
+
+// tr(W C W^T) for the layer's down projection W and key second moment C: the expected squared MLP
+// output over the statistics' tokens, the scale the leakage term is measured against.
+double mlp_output_power(const Model& model, int layer, const at::Tensor& second_moment);
+
+// ||dW||_C^2 / tr(W C W^T) for dW = left right^T, as tr((L^T L)(R^T C R)): the expected squared
+// change of the MLP output over the statistics' tokens relative to the output itself, i.e. how much
+// an edit leaks onto text that is not about its subjects. Reported for every edit.
+double expected_leakage(const at::Tensor& second_moment, const TensorUpdate& update, double power);
 
 // Solves (A) x = b in float64 for symmetric positive semi-definite A, adding a ridge when A is
 // rank-deficient or badly conditioned. Reports what it did.

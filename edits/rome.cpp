@@ -15,17 +15,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// tr(W C W^T): the expected squared MLP output over the statistics' tokens. H x I^2 products, so
-// float32 (a normaliser needs no more).
-double output_power(const Model& model, int layer, const at::Tensor& second_moment) {
-  const auto& down = model.arch().mlp_down_projection(layer);
-  at::Tensor w = model.weight(down.weight).to(at::kFloat).cpu();
-  if (down.layout == arch::WeightLayout::InOut) w = w.t();  // logical [H, I]
-  const double power = (at::matmul(w, second_moment.to(at::kFloat).cpu()) * w).sum().item<double>();
-  if (!(power > 0)) throw Error("ROME: the MLP output's second moment is not positive; cannot scale the leakage term");
-  return power;
-}
-
 // M with sum_ij M_ij r_i . r_j = ||dW||_C^2 / tr(W C W^T) for the update dW = L U^T that moves the
 // constraint keys by R (L^T = G^-1 R): ||dW||_C^2 = tr(L U^T C U L^T) = tr(R^T G^-T (U^T C U) G^-1 R).
 // The ratio is the expected squared change of the MLP output over the statistics' tokens, relative
@@ -37,14 +26,6 @@ at::Tensor leakage_metric(const at::Tensor& second_moment, const at::Tensor& dir
   const at::Tensor inverse_gram = at::linalg_inv(gram);
   const at::Tensor spread = at::matmul(directions.t(), at::matmul(second_moment.to(at::kDouble), directions));  // U^T C U
   return at::matmul(inverse_gram.t(), at::matmul(spread, inverse_gram)) / power;
-}
-
-// ||dW||_C^2 / tr(W C W^T) of an update dW = L R^T, as tr((L^T L)(R^T C R)): the leakage term's
-// value, reported for every edit.
-double expected_leakage(const at::Tensor& second_moment, const TensorUpdate& update, double power) {
-  const at::Tensor left = update.left.to(at::kDouble).cpu(), right = update.right.to(at::kDouble).cpu();
-  const at::Tensor spread = at::matmul(right.t(), at::matmul(second_moment.to(at::kDouble).cpu(), right));  // [P, P]
-  return (at::matmul(left.t(), left) * spread).sum().item<double>() / power;
 }
 
 }  // namespace
@@ -95,7 +76,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   clock = std::chrono::steady_clock::now();
   ValueOptions value_options = options.value;
   value_options.point = HookName{HookPoint::MlpDown, layer};
-  const double power = output_power(model, layer, second_moment);
+  const double power = mlp_output_power(model, layer, second_moment);
   if (value_options.leakage_weight > 0) value_options.leakage_metric = leakage_metric(second_moment, directions, gram, power);
   const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, tokens);
   out.seconds_values = seconds_since(clock);

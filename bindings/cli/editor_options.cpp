@@ -55,16 +55,16 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
                   "The bare prompt's share of the value objective, prefixed contexts sharing the rest (default: all equal)")
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--leakage-weight", leakage_weight,
-                  "ROME: weight of the update's expected change of the MLP output over the statistics' tokens in the "
-                  "value objective (default 0: off)")
+                  "ROME, MEMIT with --memit-targets joint: weight of the update's expected change of the MLP output over "
+                  "the statistics' tokens in the value objective (default 0: off)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--lambda", covariance_weight, "MEMIT covariance weight")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--original-keys", original_keys, "ROME as originally coded (bare-prompt keys in the constraint)");
   cmd->add_option("--memit-targets", memit_targets,
                   "MEMIT: residual (published: z* at the last layer, split), per-layer (v* re-optimised at each layer's MLP "
-                  "output, for sandwich norms) or auto")
+                  "output, for sandwich norms), joint (values optimised through the update the solve makes of them) or auto")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "residual", "per-layer"}));
+      ->check(CLI::IsMember({"auto", "residual", "per-layer", "joint"}));
 }
 
 void EditorArgs::require_stats() const {
@@ -98,7 +98,6 @@ Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<ed
     editor.rome.traced_tokens = a.traced_tokens;
     tune(editor.rome.value);
   } else if (a.method == "memit") {
-    if (a.leakage_weight > 0) throw InputError("--leakage-weight: ROME only (MEMIT's lambda plays that part)");
     editor.memit.layers = layers;
     editor.memit.covariance_weight = a.covariance_weight;
     editor.memit.fact_token = edits::parse_fact_token(a.fact_token);

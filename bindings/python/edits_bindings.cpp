@@ -304,7 +304,7 @@ void bind_edits(py::module_& m) {
          const std::vector<int>& layers, double covariance_weight, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
          const std::string& fact_token, const std::string& targets, int64_t traced_tokens,
-         std::optional<double> bare_weight) {
+         std::optional<double> bare_weight, double leakage_weight) {
         ed::MemitOptions options;
         options.layers = layers;
         options.fact_token = ed::parse_fact_token(fact_token);
@@ -312,7 +312,7 @@ void bind_edits(py::module_& m) {
         options.targets = ed::parse_memit_targets(targets);
         options.covariance_weight = covariance_weight;
         options.seed = seed;
-        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight);
+        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight, leakage_weight);
         py::gil_scoped_release release;
         return make_patch(model, ed::memit(model, requests, stats, options), "memit", requests);
       },
@@ -320,6 +320,7 @@ void bind_edits(py::module_& m) {
       py::arg("seed") = 1, py::arg("steps") = py::none(), py::arg("learning_rate") = py::none(),
       py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(), py::arg("fact_token") = "last",
       py::arg("targets") = "auto", py::arg("traced_tokens") = 1, py::arg("bare_weight") = py::none(),
+      py::arg("leakage_weight") = 0.0,
       "MEMIT: many requests spread over a range of layers, as a Patch (the model is left as it was)");
 
   // ------------------------------------------------------------------ evaluation

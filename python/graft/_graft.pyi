@@ -306,7 +306,7 @@ def memit(model: Model, requests: Sequence[EditRequest], stats: KeyStatistics, l
           covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
           learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
           clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto",
-          traced_tokens: int = 1, bare_weight: Optional[float] = None) -> Patch: ...
+          traced_tokens: int = 1, bare_weight: Optional[float] = None, leakage_weight: float = 0.0) -> Patch: ...
 
 class PromptScore:
     """One prompt scored for the wanted answer against its rival."""

@@ -127,15 +127,18 @@ def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], lay
           stats: StatsLike, covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
           learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
           clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto",
-          traced_tokens: int = 1, bare_weight: Optional[float] = None) -> Patch:
+          traced_tokens: int = 1, bare_weight: Optional[float] = None, leakage_weight: float = 0.0) -> Patch:
     """MEMIT: rewrite many facts at once, spreading the change over ``layers`` (e.g. ``range(2, 6)``).
 
     ``stats`` must hold every one of the layers; ``covariance_weight`` is MEMIT's lambda.
     ``fact_token`` as for :func:`rome` ("subject": keys and values at every subject token).
     ``targets``: "residual" (published: z* at the last layer's residual, split over the layers),
     "per-layer" (v* re-optimised at each layer's MLP output; needed where the MLP output is normalised
-    before the residual, as in Gemma) or "auto" (per-layer exactly for such models). ``bare_weight``
-    as for :func:`rome`. Requests about the same subject share its vectors. Returns a
+    before the residual, as in Gemma), "joint" (the values optimised through the update the solve
+    makes of them: every layer edited at once, the requests' changes crossing) or "auto" (per-layer
+    exactly for sandwich-norm models, else residual). ``bare_weight`` as for :func:`rome`;
+    ``leakage_weight`` as for :func:`rome`, with ``targets="joint"`` only. Requests about the same
+    subject share its vectors. Returns a
     :class:`graft.Patch` with one update per layer; the model itself is not changed.
     """
     layer_list = [int(layer) for layer in layers]
@@ -143,7 +146,7 @@ def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], lay
         raise _graft.GraftError("memit needs at least one layer")
     return _graft.memit(model.native, _requests(requests), _stats(model, stats), layer_list, covariance_weight, seed,
                         steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, targets,
-                        traced_tokens, bare_weight)
+                        traced_tokens, bare_weight, leakage_weight)
 
 
 def evaluate(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], *, batch_size: int = 0) -> EvaluationResult:

@@ -118,7 +118,7 @@ def test_eval_bare_weight_outside_0_1_exits_2_naming_it(value):
 
 @pytest.mark.parametrize("extra", [["--method", "memit", "--leakage-weight", "1"],
                                    ["--method", "rome", "--leakage-weight", "-1"]])
-def test_eval_leakage_weight_is_rome_only_and_not_negative(extra, tmp_path):
+def test_eval_leakage_weight_needs_rome_or_joint_memit_and_is_not_negative(extra, tmp_path):
     stats = tmp_path / "stats.safetensors"
     graft("stats", BUNDLED, "--corpus", MODELS / "facts_corpus.txt", "--layers", "0-1", "--max-tokens", "500", "-o", stats)
     result = graft("eval", BUNDLED, "--requests", REQUESTS, "--limit", "1", "--stats", stats, "--layers", "0-1", *extra,

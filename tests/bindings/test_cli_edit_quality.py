@@ -5,7 +5,8 @@ edits at once ES >= 95%, PS >= 85%, NS >= 90%. They are asserted on the first re
 requests.json (a subset that runs in CI time; ROME's leaves out the five whose target no model has
 ever produced, as the README's "95 known" columns do), and only where they are met there;
 elsewhere a test holds the model to what it reaches (the README's 100-request table says where the
-floors are missed), so a regression still fails.
+floors are missed), so a regression still fails. MEMIT's floors are also asserted on all 100 requests
+at once on GPT-2.
 """
 
 import json
@@ -27,8 +28,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # The settings the README's table uses (every one an option; the defaults are the published ones).
 ROME = ["--method", "rome", "--layers", "0", "--fact-token", "subject", "--original-keys", "--steps", "100",
         "--bare-weight", "0.5", "--leakage-weight", "1"]
-MEMIT = ["--method", "memit", "--fact-token", "subject", "--lambda", "10", "--steps", "50", "--clamp", "4",
-         "--bare-weight", "0.5"]
+MEMIT = ["--method", "memit", "--memit-targets", "joint", "--fact-token", "subject", "--lambda", "1000", "--steps", "50",
+         "--clamp", "8", "--bare-weight", "0.7", "--leakage-weight", "1.2"]
+MEMIT_LAYERS = {"llama": "0-2", "gpt2": "0-1", "gemma4": "0-1"}
+# The values optimised before the solve (residual / per-layer targets), as the README's earlier rows.
+MEMIT_SPLIT = ["--method", "memit", "--fact-token", "subject", "--lambda", "10", "--steps", "50", "--clamp", "4",
+               "--bare-weight", "0.5"]
 
 
 def graft(*args):
@@ -76,16 +81,24 @@ def test_rome_one_at_a_time_meets_the_floors(model, stats, known_target_requests
     assert es >= 99 and ps >= 90 and ns >= 95, (es, ps, ns)
 
 
-def test_memit_batch_meets_the_floors_on_gpt2(stats):
-    es, ps, ns = scores("gpt2", stats, 20, [*MEMIT, "--layers", "0-1"])
+@pytest.mark.parametrize("model", ["llama", "gpt2", "gemma4"])
+def test_memit_batch_meets_the_floors(model, stats):
+    es, ps, ns = scores(model, stats, 20, [*MEMIT, "--layers", MEMIT_LAYERS[model]])
+    assert es >= 95 and ps >= 85 and ns >= 90, (es, ps, ns)
+
+
+def test_memit_all_hundred_at_once_meets_the_floors_on_gpt2(stats):
+    # Twenty edits barely cross; a hundred at once are where the values must know what the solve
+    # does to them (two minutes on one thread).
+    es, ps, ns = scores("gpt2", stats, 0, [*MEMIT, "--layers", MEMIT_LAYERS["gpt2"]])
     assert es >= 95 and ps >= 85 and ns >= 90, (es, ps, ns)
 
 
 def test_memit_on_gemma4_needs_per_layer_targets(stats):
     # Gemma normalises the MLP output before the residual: `auto` re-optimises each layer's values.
-    es, ps, ns = scores("gemma4", stats, 20, [*MEMIT, "--layers", "0-1"])
+    es, ps, ns = scores("gemma4", stats, 20, [*MEMIT_SPLIT, "--layers", "0-1"])
     assert es >= 90 and ps >= 80 and ns >= 95, (es, ps, ns)
-    published = scores("gemma4", stats, 20, [*MEMIT, "--layers", "0-1", "--memit-targets", "residual"])
+    published = scores("gemma4", stats, 20, [*MEMIT_SPLIT, "--layers", "0-1", "--memit-targets", "residual"])
     assert published[0] < es
 
 

@@ -212,6 +212,78 @@ TEST(Memit, UpdatesEachLayerAtItsWidthAndRestoresTheModel) {
   }
 }
 
+TEST(Memit, JointTargetsWriteTheUpdateTheyOptimised) {
+  // Joint values are optimised through the forward pass of the model their update makes: applying
+  // the written update reproduces the target probability the optimiser ended with, to rounding.
+  auto& f = fixture();
+  std::vector<EditRequest> batch;
+  for (const auto& r : f.requests)
+    if (batch.size() < 3 && split_target(*f.model, r.filled_prompt(), r.target_new).target.size() == 1) batch.push_back(r);
+  ASSERT_EQ(batch.size(), 3u);
+  MemitOptions options;
+  options.layers = {0, 1};
+  options.templates = {};  // the bare prompt only: the reported probability is the one scored below
+  options.targets = MemitTargets::Joint;
+  options.fact_token = FactTokenChoice::Subject;
+  options.covariance_weight = 100.0;
+  options.value.steps = 25;
+  options.value.clamp_norm_factor = 8;
+  const EditOutcome out = memit(*f.model, batch, f.stats, options);
+  ASSERT_EQ(out.updates.size(), 2u);
+  EXPECT_EQ(out.hyperparameters["targets"], "joint");
+  double after = 0, before = 0;
+  for (const auto& r : batch) before += new_target_probability(*f.model, r) / 3;
+  {
+    TemporaryUpdates applied(*f.model);
+    for (const auto& u : out.updates) applied.add(u);
+    for (const auto& r : batch) after += new_target_probability(*f.model, r) / 3;
+  }
+  EXPECT_NEAR(after, out.diagnostics["mean_target_probability"].get<double>(), 1e-4);
+  EXPECT_GT(after, before + 0.3);
+  for (const auto& report : out.diagnostics["layers"]) EXPECT_GT(report["expected_leakage"].get<double>(), 0.0);
+
+  // Other targets are fixed before the solve and cannot take the leakage term.
+  options.value.leakage_weight = 1;
+  options.targets = MemitTargets::PerLayer;
+  try {
+    memit(*f.model, batch, f.stats, options);
+    ADD_FAILURE() << "the leakage term was accepted with per-layer targets";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--leakage-weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Memit, JointLeakageTermShrinksTheUpdatesExpectedChangeOverTheCorpus) {
+  // GPT-2's facts model, whose early MLP edits leak (see the ROME test above).
+  auto& f = fixture();
+  const auto model = Model::load(std::string(GRAFT_TEST_DATA) + "/facts/gpt2_facts");
+  StatsOptions stats_options;
+  stats_options.layers = {0, 1};
+  stats_options.max_tokens = 4000;
+  const KeyStatistics stats = KeyStatistics::collect(*model, KeyStatistics::read_corpus(kCorpus), stats_options);
+  const std::vector<EditRequest> batch(f.requests.begin(), f.requests.begin() + 4);
+  MemitOptions options;
+  options.layers = {0, 1};
+  options.templates = {};
+  options.targets = MemitTargets::Joint;
+  options.fact_token = FactTokenChoice::Subject;
+  options.covariance_weight = 1000.0;
+  options.value.steps = 25;
+  options.value.clamp_norm_factor = 8;
+  auto total_leakage = [](const EditOutcome& out) {
+    double sum = 0;
+    for (const auto& report : out.diagnostics["layers"]) sum += report["expected_leakage"].get<double>();
+    return sum;
+  };
+  const EditOutcome plain = memit(*model, batch, stats, options);
+  options.value.leakage_weight = 300;  // four edits leak about 1% of the output's power: a light term
+  const EditOutcome careful = memit(*model, batch, stats, options);
+  EXPECT_GT(total_leakage(plain), 0.0);
+  EXPECT_LT(total_leakage(careful), 0.4 * total_leakage(plain));
+  EXPECT_GT(careful.diagnostics["mean_target_probability"].get<double>(), 0.5);  // still reaches its targets
+  EXPECT_EQ(careful.hyperparameters["value"]["leakage_weight"], 300.0);
+}
+
 TEST(OptimizeValues, RequestsAboutOneSubjectShareTheirVectors) {
   auto& f = fixture();
   // The two requests about "Plalfil Sharpluth" (different relations), then another subject.

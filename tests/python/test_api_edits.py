@@ -185,6 +185,16 @@ def test_rome_records_the_bare_prompt_weight(clean: graft.Model, requests: list[
         graft.rome(clean, requests[0], layer=0, stats=stats, leakage_weight=-1.0)
 
 
+def test_memit_joint_targets_take_the_leakage_term(clean: graft.Model, requests: list[graft.EditRequest],
+                                                   stats: graft.KeyStatistics) -> None:
+    patch = graft.memit(clean, requests[:2], layers=LAYERS, stats=stats, steps=2, targets="joint", leakage_weight=1.5)
+    assert patch.hyperparameters["targets"] == "joint"
+    assert patch.hyperparameters["value"]["leakage_weight"] == 1.5
+    assert all(layer["expected_leakage"] > 0 for layer in patch.notes["diagnostics"]["layers"])
+    with pytest.raises(graft.GraftError, match="--memit-targets joint"):
+        graft.memit(clean, requests[:2], layers=LAYERS, stats=stats, steps=2, leakage_weight=1.5)
+
+
 # ------------------------------------------------------------------------------------ patches
 def test_patch_apply_revert_rules(clean: graft.Model, rome_patch: graft.Patch, memit_patch: graft.Patch) -> None:
     with pytest.raises(graft.GraftError, match="no patch"):
