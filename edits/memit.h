@@ -2,6 +2,8 @@
 // z* is optimised at the last layer of the range; each layer, from the first, takes its share of
 // the remaining residual through dW = R K^T (lambda C + K K^T)^-1, solved in float64 at that layer's
 // own width. Later layers see the earlier layers' updates; the model is restored at the end.
+// MemitTargets::Joint turns this around: the update's directions first, then the values optimised
+// through the edited model itself.
 #pragma once
 
 #include <string>
