@@ -31,9 +31,15 @@ std::vector<int> checked_layers(const Model& model, std::vector<int> layers) {
 at::Tensor memit_keys(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
                       int layer, const std::vector<FactTokens>& tokens) {
   const at::Tensor keys =
-      subject_activations(model, requests, contexts, {HookName{HookPoint::MlpPost, layer}}, tokens)[0].to(at::kDouble);
+      subject_activations(model, requests, contexts, {HookName{HookPoint::MlpPost, layer}}, tokens)[0].to(at::kDouble).cpu();
   if (contexts.size() == 1) return keys.select(1, 0);
   return 0.5 * keys.select(1, 0) + 0.5 * keys.narrow(1, 1, keys.size(1) - 1).mean(1);  // [slots, I]
+}
+
+double mean_probability(const OptimizedValues& values) {
+  double mean = 0;
+  for (double p : values.target_prob) mean += p / static_cast<double>(values.target_prob.size());
+  return mean;
 }
 
 // MemitTargets::Joint: fills `out` with one update per layer and returns the per-layer reports.
@@ -47,6 +53,7 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
   value_options.point = HookName{HookPoint::MlpDown, layers.back()};
   std::vector<SolveReport> reports(layers.size());
   std::vector<double> powers(layers.size(), 0);
+  std::vector<at::Tensor> spreads(layers.size());  // A^T C A per layer [slots, slots]
   at::Tensor leakage;  // [slots, slots] sum over layers of share^2 A^T C A / tr(W C W^T)
   for (size_t i = 0; i < layers.size(); ++i) {
     const int layer = layers[i];
@@ -54,16 +61,20 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
     const at::Tensor keys = memit_keys(model, requests, contexts, layer, tokens);  // [slots, I]
     out.seconds_keys += seconds_since(clock);
     clock = std::chrono::steady_clock::now();
-    const at::Tensor second_moment = stats.second_moment(layer).to(at::kDouble);
+    const at::Tensor second_moment = stats.second_moment(layer);
     const at::Tensor system = options.covariance_weight * second_moment + at::matmul(keys.t(), keys);
     // Each column scaled so that its slot's own key reads 1 (k_j . a_j = 1): a vector is then the
-    // change the update makes at its own slot, less what the other slots' columns add, so the
-    // decay and the clamp keep their published meaning and lambda only shapes the directions.
+    // change the update makes at its own slot, less what the other slots' columns add (slots of one
+    // subject with the same key add theirs too), so the decay and the clamp keep roughly their
+    // published meaning and lambda mostly shapes the directions.
     at::Tensor key_map = solve_symmetric(system, keys.t(), &reports[i]);  // [I, slots]
     key_map = key_map / (keys * key_map.t()).sum(1).unsqueeze(0);
+    if (!at::isfinite(key_map).all().item<bool>())
+      throw Error("MEMIT: layer " + std::to_string(layer) + "'s update directions are not finite; refusing the edit");
     powers[i] = mlp_output_power(model, layer, second_moment);
+    spreads[i] = at::matmul(key_map.t(), at::matmul(second_moment, key_map));
     if (value_options.leakage_weight > 0) {
-      const at::Tensor term = at::matmul(key_map.t(), at::matmul(second_moment, key_map)) * (share * share / powers[i]);
+      const at::Tensor term = spreads[i] * (share * share / powers[i]);
       leakage = leakage.defined() ? leakage + term : term;
     }
     value_options.through_update.push_back({layer, key_map.to(at::kFloat), share});
@@ -84,19 +95,19 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
     update.layer = layer;
     update.left = left;
     update.right = value_options.through_update[i].key_map.contiguous();
-    if (!at::isfinite(update.right).all().item<bool>() || !at::isfinite(update.left).all().item<bool>())
+    if (!at::isfinite(update.left).all().item<bool>())
       throw Error("MEMIT: layer " + std::to_string(layer) + "'s update is not finite; refusing the edit");
+    const at::Tensor left64 = update.left.to(at::kDouble);
     reports_json.push_back({{"layer", layer},
                             {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
                             {"condition", reports[i].condition},
                             {"ridge", reports[i].ridge},
                             {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()},
-                            {"expected_leakage", expected_leakage(stats.second_moment(layer), update, powers[i])}});
+                            // ||dW||_C^2 / tr(W C W^T) = tr((L^T L)(A^T C A)) / power
+                            {"expected_leakage", (at::matmul(left64.t(), left64) * spreads[i]).sum().item<double>() / powers[i]}});
     out.updates.push_back(std::move(update));
   }
-  double probability = 0;
-  for (double p : optimized.target_prob) probability += p / static_cast<double>(optimized.target_prob.size());
-  out.diagnostics["mean_target_probability"] = probability;
+  out.diagnostics["mean_target_probability"] = mean_probability(optimized);
   int64_t steps = 0;
   for (int64_t s : optimized.steps) steps = std::max(steps, s);
   out.diagnostics["optimizer_steps"] = steps;
@@ -152,11 +163,6 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
     value_options.point = point;
     return optimize_values(model, requests, contexts, value_options, tokens);
   };
-  auto mean_probability = [](const OptimizedValues& values) {
-    double mean = 0;
-    for (double p : values.target_prob) mean += p / static_cast<double>(values.target_prob.size());
-    return mean;
-  };
   at::Tensor z_target;  // ResidualSplit: [slots, H] the wanted residual after the last layer
   double z_probability = 0;
   if (targets == MemitTargets::ResidualSplit) {
@@ -185,7 +191,8 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
         clock = std::chrono::steady_clock::now();
         const at::Tensor current = subject_activations(model, requests, {"{}"}, {HookName{HookPoint::ResidPost, last}}, tokens)[0]
                                        .select(1, 0)
-                                       .to(at::kDouble);
+                                       .to(at::kDouble)
+                                       .cpu();
         residual = (z_target - current) * share;
         out.seconds_keys += seconds_since(clock);
       } else {

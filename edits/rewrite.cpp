@@ -316,7 +316,9 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
       layer_keys[w] = x;
       return std::nullopt;
     });
-    hooks.add({HookPoint::MlpDown, write.layer}, [&layer_keys, &slot_delta, key_map, w](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+    hooks.add({HookPoint::MlpDown, write.layer}, [&layer_keys, &slot_delta, key_map, w, layer = write.layer](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+      if (!layer_keys[w].defined())
+        throw Error("optimize_values: layer " + std::to_string(layer) + "'s down projection ran without its mlp.hook_post key");
       const at::Tensor change = at::matmul(at::matmul(layer_keys[w].to(at::kFloat), key_map), slot_delta);
       layer_keys[w] = at::Tensor();
       return x + change.to(x.scalar_type());
@@ -347,9 +349,11 @@ OptimizedValues optimize_values(const Model& model, const std::vector<EditReques
     at::Tensor loss = nll + options.kl_factor * kl + decay;  // [N]
     if (leakage.defined()) {
       const at::Tensor per_slot = (at::matmul(leakage, slot_delta) * slot_delta).sum(1);  // [D]
-      // Through the update, one update carries every request, and each request pays for all of
-      // its leakage (as a lone ROME edit does for its own): the weight means the same for one
-      // request or a thousand.
+      // Through the update, one update carries every request, and each request's loss counts
+      // all of its leakage: the batch minimises the requests' mean loss plus the weight times the
+      // whole update's leakage (for one request, ROME's term), so each vector feels the leakage
+      // gradient n times as strongly as a lone edit would, and once weight x leakage exceeds the
+      // stopping loss every request runs all its steps.
       loss = loss + options.leakage_weight * (through ? per_slot.sum().expand({n})
                                                       : at::zeros({n}, f32).index_add(0, slot_request, per_slot));
     }

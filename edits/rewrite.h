@@ -99,10 +99,14 @@ struct ValueOptions {
   // published). Each entry is one layer's share of the update: dW = share * D^T key_map^T, D the
   // [slots, H] vectors, so at every position of every prompt that layer's MLP output changes by
   // share * (key . key_map) D, key the position's input to the down projection: exactly what the
-  // edited model will do, other slots' and other positions' changes included. The requests' losses
+  // edited model will do (in float32; low-precision weights round W + dW), other slots' and other
+  // positions' changes included. The requests' losses
   // are then coupled; each keeps moving while its loss is above the stopping loss. `point` only
   // names the activation the decay and the clamp measure each vector against. The leakage metric
-  // may be full [slots, slots], and every request's loss counts the whole update's leakage.
+  // may be full [slots, slots], and every request's loss counts the whole update's leakage (the
+  // batch minimises the mean loss plus the weight times the update's leakage). A vector frozen at
+  // the stopping loss does not move, but its Adam moments keep following its gradient, and it
+  // resumes from them.
   struct UpdateShare {
     int layer = 0;
     at::Tensor key_map;  // [I, slots] float: the update's right factor

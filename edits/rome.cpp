@@ -51,7 +51,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   const std::vector<FactTokens> tokens{choose_fact_tokens(model, request, options.fact_token, contexts, layer, options.seed, options.traced_tokens)};
   const auto captured = subject_activations(model, {request}, contexts,
                                             {HookName{HookPoint::MlpPost, layer}, HookName{HookPoint::MlpDown, layer}}, tokens);
-  const at::Tensor keys = captured[0].to(at::kDouble), values = captured[1].to(at::kDouble);  // [P, C, I], [P, C, H]
+  const at::Tensor keys = captured[0].to(at::kDouble).cpu(), values = captured[1].to(at::kDouble).cpu();  // [P, C, I], [P, C, H]
   const at::Tensor key_mean = keys.mean(1);                                                   // [P, I]
   out.seconds_keys = seconds_since(clock);
 
