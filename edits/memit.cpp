@@ -26,14 +26,21 @@ std::vector<int> checked_layers(const Model& model, std::vector<int> layers) {
   return layers;
 }
 
-// MEMIT's key per request: half the bare prompt's key, half the mean over the prefixed contexts
-// (the reference code averages within each template type, then across types).
-at::Tensor memit_keys(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
-                      int layer, const std::vector<FactTokens>& tokens) {
-  const at::Tensor keys =
-      subject_activations(model, requests, contexts, {HookName{HookPoint::MlpPost, layer}}, tokens)[0].to(at::kDouble).cpu();
-  if (contexts.size() == 1) return keys.select(1, 0);
-  return 0.5 * keys.select(1, 0) + 0.5 * keys.narrow(1, 1, keys.size(1) - 1).mean(1);  // [slots, I]
+// MEMIT's key per request at each of `layers` (one forward pass): half the bare prompt's key, half
+// the mean over the prefixed contexts (the reference code averages within each template type, then
+// across types). [slots, I] per layer, float64 on the CPU beside the statistics.
+std::vector<at::Tensor> memit_keys(const Model& model, const std::vector<EditRequest>& requests,
+                                   const std::vector<std::string>& contexts, const std::vector<int>& layers,
+                                   const std::vector<FactTokens>& tokens) {
+  std::vector<HookName> points;
+  for (int layer : layers) points.push_back(HookName{HookPoint::MlpPost, layer});
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& captured : subject_activations(model, requests, contexts, points, tokens)) {
+    const at::Tensor keys = captured.to(at::kDouble).cpu();
+    out.push_back(contexts.size() == 1 ? keys.select(1, 0)
+                                       : 0.5 * keys.select(1, 0) + 0.5 * keys.narrow(1, 1, keys.size(1) - 1).mean(1));
+  }
+  return out;
 }
 
 double mean_probability(const OptimizedValues& values) {
@@ -55,11 +62,12 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
   std::vector<double> powers(layers.size(), 0);
   std::vector<at::Tensor> spreads(layers.size());  // A^T C A per layer [slots, slots]
   at::Tensor leakage;  // [slots, slots] sum over layers of share^2 A^T C A / tr(W C W^T)
+  auto clock = std::chrono::steady_clock::now();
+  const std::vector<at::Tensor> layer_keys = memit_keys(model, requests, contexts, layers, tokens);  // all from the unedited model
+  out.seconds_keys += seconds_since(clock);
   for (size_t i = 0; i < layers.size(); ++i) {
     const int layer = layers[i];
-    auto clock = std::chrono::steady_clock::now();
-    const at::Tensor keys = memit_keys(model, requests, contexts, layer, tokens);  // [slots, I]
-    out.seconds_keys += seconds_since(clock);
+    const at::Tensor& keys = layer_keys[i];  // [slots, I]
     clock = std::chrono::steady_clock::now();
     const at::Tensor second_moment = stats.second_moment(layer);
     const at::Tensor system = options.covariance_weight * second_moment + at::matmul(keys.t(), keys);
@@ -72,7 +80,7 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
     if (!at::isfinite(key_map).all().item<bool>())
       throw Error("MEMIT: layer " + std::to_string(layer) + "'s update directions are not finite; refusing the edit");
     powers[i] = mlp_output_power(model, layer, second_moment);
-    spreads[i] = at::matmul(key_map.t(), at::matmul(second_moment, key_map));
+    spreads[i] = key_spread(second_moment, key_map);
     if (value_options.leakage_weight > 0) {
       const at::Tensor term = spreads[i] * (share * share / powers[i]);
       leakage = leakage.defined() ? leakage + term : term;
@@ -82,7 +90,7 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
   }
   if (leakage.defined()) value_options.leakage_metric = leakage;
 
-  auto clock = std::chrono::steady_clock::now();
+  clock = std::chrono::steady_clock::now();
   const OptimizedValues optimized = optimize_values(model, requests, contexts, value_options, tokens);
   out.seconds_values += seconds_since(clock);
 
@@ -97,14 +105,12 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
     update.right = value_options.through_update[i].key_map.contiguous();
     if (!at::isfinite(update.left).all().item<bool>())
       throw Error("MEMIT: layer " + std::to_string(layer) + "'s update is not finite; refusing the edit");
-    const at::Tensor left64 = update.left.to(at::kDouble);
     reports_json.push_back({{"layer", layer},
                             {"mlp_width", model.arch().intermediate_size_for_layer(layer)},
                             {"condition", reports[i].condition},
                             {"ridge", reports[i].ridge},
                             {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()},
-                            // ||dW||_C^2 / tr(W C W^T) = tr((L^T L)(A^T C A)) / power
-                            {"expected_leakage", (at::matmul(left64.t(), left64) * spreads[i]).sum().item<double>() / powers[i]}});
+                            {"expected_leakage", expected_leakage(update.left, spreads[i], powers[i])}});
     out.updates.push_back(std::move(update));
   }
   out.diagnostics["mean_target_probability"] = mean_probability(optimized);
@@ -204,7 +210,7 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
       }
       slots = residual.size(0);
       clock = std::chrono::steady_clock::now();
-      const at::Tensor keys = memit_keys(model, requests, contexts, layer, tokens);  // [slots, I]
+      const at::Tensor keys = memit_keys(model, requests, contexts, {layer}, tokens)[0];  // [slots, I], earlier layers edited
       out.seconds_keys += seconds_since(clock);
 
       clock = std::chrono::steady_clock::now();

@@ -512,10 +512,14 @@ double mlp_output_power(const Model& model, int layer, const at::Tensor& second_
   return power;
 }
 
-double expected_leakage(const at::Tensor& second_moment, const TensorUpdate& update, double power) {
-  const at::Tensor left = update.left.to(at::kDouble).cpu(), right = update.right.to(at::kDouble).cpu();
-  const at::Tensor spread = at::matmul(right.t(), at::matmul(second_moment.to(at::kDouble).cpu(), right));  // [P, P]
-  return (at::matmul(left.t(), left) * spread).sum().item<double>() / power;
+at::Tensor key_spread(const at::Tensor& second_moment, const at::Tensor& right) {
+  const at::Tensor r = right.to(at::kDouble).cpu();
+  return at::matmul(r.t(), at::matmul(second_moment.to(at::kDouble).cpu(), r));  // [P, P]
+}
+
+double expected_leakage(const at::Tensor& left, const at::Tensor& spread, double power) {
+  const at::Tensor l = left.to(at::kDouble).cpu();
+  return (at::matmul(l.t(), l) * spread).sum().item<double>() / power;
 }
 
 at::Tensor solve_symmetric(const at::Tensor& a, const at::Tensor& b, SolveReport* report) {

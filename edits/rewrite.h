@@ -89,10 +89,12 @@ struct ValueOptions {
   // prompts carry no random prefix, and where a model is most certain on the bare prompt the
   // equal mean can be met by the prefixed contexts alone.
   double bare_prompt_weight = -1;
-  // Expected leakage: leakage_weight * sum_ij M_ij delta_i . delta_j is added to each request's
-  // loss, M [slots, slots] block-diagonal per request (ROME sets it so that the sum is the update's
-  // expected squared change of the MLP output over the statistics' tokens, relative to the output
-  // itself: ||dW||_C^2 / tr(W C W^T)). Zero weight or no metric: the published loss.
+  // Expected leakage: leakage_weight * sum_ij M_ij delta_i . delta_j, M [slots, slots] set so that
+  // the sum is the update's expected squared change of the MLP output over the statistics' tokens,
+  // relative to the output itself (||dW||_C^2 / tr(W C W^T)). Added at the slots: each request's
+  // loss gets its own slots' part (M block-diagonal per request, as ROME's). Through the update
+  // (below) M may be full and every request's loss counts all of it. Zero weight or no metric: the
+  // published loss.
   double leakage_weight = 0;
   at::Tensor leakage_metric;
   // Values optimised through the update they imply (empty: added at `point`'s fact slots, as
@@ -100,13 +102,10 @@ struct ValueOptions {
   // [slots, H] vectors, so at every position of every prompt that layer's MLP output changes by
   // share * (key . key_map) D, key the position's input to the down projection: exactly what the
   // edited model will do (in float32; low-precision weights round W + dW), other slots' and other
-  // positions' changes included. The requests' losses
-  // are then coupled; each keeps moving while its loss is above the stopping loss. `point` only
-  // names the activation the decay and the clamp measure each vector against. The leakage metric
-  // may be full [slots, slots], and every request's loss counts the whole update's leakage (the
-  // batch minimises the mean loss plus the weight times the update's leakage). A vector frozen at
-  // the stopping loss does not move, but its Adam moments keep following its gradient, and it
-  // resumes from them.
+  // positions' changes included. The requests' losses are then coupled; each keeps moving while its
+  // loss is above the stopping loss (a vector frozen there does not move, but its Adam moments keep
+  // following its gradient, and it resumes from them). `point` only names the activation the decay
+  // and the clamp measure each vector against.
   struct UpdateShare {
     int layer = 0;
     at::Tensor key_map;  // [I, slots] float: the update's right factor
@@ -157,10 +156,13 @@ class TemporaryUpdates {
 // output over the statistics' tokens, the scale the leakage term is measured against.
 double mlp_output_power(const Model& model, int layer, const at::Tensor& second_moment);
 
-// ||dW||_C^2 / tr(W C W^T) for dW = left right^T, as tr((L^T L)(R^T C R)): the expected squared
-// change of the MLP output over the statistics' tokens relative to the output itself, i.e. how much
-// an edit leaks onto text that is not about its subjects. Reported for every edit.
-double expected_leakage(const at::Tensor& second_moment, const TensorUpdate& update, double power);
+// R^T C R in float64 on the CPU, R [I, P] an update's right factor: what ||dW||_C^2 needs of it.
+at::Tensor key_spread(const at::Tensor& second_moment, const at::Tensor& right);
+
+// ||dW||_C^2 / tr(W C W^T) for dW = left right^T, as tr((L^T L)(R^T C R)) with `spread` = R^T C R:
+// the expected squared change of the MLP output over the statistics' tokens relative to the output
+// itself, i.e. how much an edit leaks onto text that is not about its subjects. Reported for every edit.
+double expected_leakage(const at::Tensor& left, const at::Tensor& spread, double power);
 
 // Solves (A) x = b in float64 for symmetric positive semi-definite A, adding a ridge when A is
 // rank-deficient or badly conditioned. Reports what it did.

@@ -24,7 +24,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 at::Tensor leakage_metric(const at::Tensor& second_moment, const at::Tensor& directions, const at::Tensor& gram,
                           double power) {
   const at::Tensor inverse_gram = at::linalg_inv(gram);
-  const at::Tensor spread = at::matmul(directions.t(), at::matmul(second_moment.to(at::kDouble), directions));  // U^T C U
+  const at::Tensor spread = key_spread(second_moment, directions);  // U^T C U
   return at::matmul(inverse_gram.t(), at::matmul(spread, inverse_gram)) / power;
 }
 
@@ -119,7 +119,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                      {"optimizer_steps", optimized.steps[0]},
                      {"delta_norm", optimized.delta.norm().item<double>()},
                      {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()},
-                     {"expected_leakage", expected_leakage(second_moment, update, power)}};
+                     {"expected_leakage", expected_leakage(update.left, key_spread(second_moment, update.right), power)}};
   return out;
 }
 
