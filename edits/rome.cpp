@@ -19,8 +19,9 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // constraint keys by R (L^T = G^-1 R): ||dW||_C^2 = tr(L U^T C U L^T) = tr(R^T G^-T (U^T C U) G^-1 R).
 // The ratio is the expected squared change of the MLP output over the statistics' tokens, relative
 // to the expected squared output: how much the edit leaks onto text that is not about the subject.
-// With the bare prompt's keys R is exactly the optimised change; with context-averaged keys R also
-// holds the bare prompt's offset from the average, which the term leaves out.
+// With the bare prompt's keys, or values optimised through the update, R is exactly the optimised
+// change; otherwise, with context-averaged keys, R also holds the bare prompt's offset from the
+// average, which the term leaves out.
 at::Tensor leakage_metric(const at::Tensor& second_moment, const at::Tensor& directions, const at::Tensor& gram,
                           double power) {
   const at::Tensor inverse_gram = at::linalg_inv(gram);
@@ -78,12 +79,21 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   value_options.point = HookName{HookPoint::MlpDown, layer};
   const double power = mlp_output_power(model, layer, second_moment);
   if (value_options.leakage_weight > 0) value_options.leakage_metric = leakage_metric(second_moment, directions, gram, power);
+  if (options.through_update) {
+    // dW = R^T B^T with B = U G^-1: constraint key i reads row i of R exactly (K_c B = I), and any
+    // other key k reads (k . B) R, which the optimisation now sees.
+    const at::Tensor key_map = at::linalg_solve(gram.t(), directions.t()).t();  // U G^-1, [I, P]
+    value_options.through_update.push_back({layer, key_map.to(at::kFloat), 1.0});
+  }
   const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, tokens);
   out.seconds_values = seconds_since(clock);
 
   clock = std::chrono::steady_clock::now();
-  const at::Tensor target = optimized.target().to(at::kDouble);  // [P, H]
-  const at::Tensor left = at::linalg_solve(gram, target - current).t();  // [H, P]
+  // The change each constraint key must make: through the update, the optimised vectors themselves;
+  // otherwise the optimised output less what the constraint keys give now.
+  const at::Tensor change = options.through_update ? optimized.delta.to(at::kDouble)
+                                                   : optimized.target().to(at::kDouble) - current;  // [P, H]
+  const at::Tensor left = at::linalg_solve(gram, change).t();  // [H, P]
   if (!at::isfinite(left).all().item<bool>()) throw Error("ROME: the update is not finite; refusing the edit");
   out.seconds_solve += seconds_since(clock);
 
@@ -103,6 +113,7 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                          {"templates", nlohmann::json::array()},
                          {"covariance_adjustment", options.covariance_adjustment},
                          {"consistent_keys", options.consistent_keys},
+                         {"through_update", options.through_update},
                          {"fact_token", fact_token_name(options.fact_token)},
                          {"traced_tokens", options.traced_tokens},
                          {"seed", options.seed},

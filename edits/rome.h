@@ -33,6 +33,12 @@ struct RomeOptions {
   // "subject_last"), or the subject token that causal tracing finds carries the fact.
   FactTokenChoice fact_token = FactTokenChoice::Last;
   int64_t traced_tokens = 1;  // with Traced: how many of the best-restoring subject tokens
+  // false (published): each value is optimised as a vector added at its fact token of each prompt,
+  // blind to what the rank-P update will do elsewhere. true: ROME's update is linear in the values
+  // (dW = R^T B^T, B = U G^-1 fixed by the keys and the statistics), so the values are optimised
+  // through that update, applied at every position of every prompt: the continuation of a
+  // multi-token target, the prefixed contexts' own keys. The update written is the one optimised.
+  bool through_update = false;
   uint64_t seed = 1;
 };
 

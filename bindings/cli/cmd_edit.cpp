@@ -21,7 +21,7 @@ struct EditArgs {
 };
 
 int run_edit(const EditArgs& a) {
-  a.editor.require_stats();
+  a.editor.check_before_work();
   LoadOptions load;
   load.device = a.device;
   const auto model = Model::load(a.dir, load);

@@ -76,7 +76,7 @@ Runner add_eval_command(CLI::App& app) {
       ->each([args](const std::string&) { args->edit = true; });
   args->editor.add_options(cmd, /*with_method=*/false);
   return [args]() {
-    if (args->edit) args->editor.require_stats();
+    if (args->edit) args->editor.check_before_work();
     std::vector<edits::EditRequest> requests = edits::load_requests(args->requests);
     if (args->limit > 0 && static_cast<size_t>(args->limit) < requests.size()) requests.resize(static_cast<size_t>(args->limit));
     LoadOptions load;

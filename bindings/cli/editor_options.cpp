@@ -60,6 +60,9 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--lambda", covariance_weight, "MEMIT covariance weight")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--original-keys", original_keys, "ROME as originally coded (bare-prompt keys in the constraint)");
+  cmd->add_flag("--through-update", through_update,
+                "ROME: optimise the values through the rank-P update they imply, at every position of every prompt "
+                "(MEMIT's counterpart: --memit-targets joint)");
   cmd->add_option("--memit-targets", memit_targets,
                   "MEMIT: residual (published: z* at the last layer, split), per-layer (v* re-optimised at each layer's MLP "
                   "output, for sandwich norms), joint (values optimised through the update the solve makes of them) or auto")
@@ -67,8 +70,10 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
       ->check(CLI::IsMember({"auto", "residual", "per-layer", "joint"}));
 }
 
-void EditorArgs::require_stats() const {
+void EditorArgs::check_before_work() const {
   if (stats.empty()) throw InputError("--stats: editing needs the statistics from `graft stats` for the edited layers");
+  if (through_update && method != "rome")
+    throw InputError("--through-update: a ROME option; MEMIT optimises its values through the update with --memit-targets joint");
 }
 
 Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<edits::EditRequest>& requests) {
@@ -94,6 +99,7 @@ Editor make_editor(const EditorArgs& a, const Model& model, const std::vector<ed
     if (layers.size() != 1) throw InputError("--layers: ROME edits one layer");
     editor.rome.layer = layers.front();
     editor.rome.consistent_keys = !a.original_keys;
+    editor.rome.through_update = a.through_update;
     editor.rome.fact_token = edits::parse_fact_token(a.fact_token);
     editor.rome.traced_tokens = a.traced_tokens;
     tune(editor.rome.value);

@@ -22,13 +22,14 @@ struct EditorArgs {
   int64_t steps = 0, traced_tokens = 1;
   double learning_rate = 0, clamp = 0, kl_factor = -1, bare_weight = -1, leakage_weight = 0,
          covariance_weight = 15000;
-  bool original_keys = false;
+  bool original_keys = false, through_update = false;
 
   // Registers --layers, --stats, --fact-token, --steps, --lr, --clamp, --kl-factor, --bare-weight,
-  // --leakage-weight, --lambda, --original-keys, --memit-targets (and --method when `with_method`).
+  // --leakage-weight, --lambda, --original-keys, --through-update, --memit-targets (and --method when `with_method`).
   void add_options(CLI::App* cmd, bool with_method);
-  // InputError naming --stats when no statistics file was given (checked before any work is done).
-  void require_stats() const;
+  // InputError naming the option when no statistics file was given or two options contradict
+  // each other (checked before any work is done).
+  void check_before_work() const;
 };
 
 // The editor's options, resolved against a model: ROME without --layers edits the layer crown-scan

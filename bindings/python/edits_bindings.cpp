@@ -280,8 +280,9 @@ void bind_edits(py::module_& m) {
          bool covariance_adjustment, bool consistent_keys, uint64_t seed, std::optional<int64_t> steps,
          std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
          const std::string& fact_token, int64_t traced_tokens, std::optional<double> bare_weight,
-         double leakage_weight) {
+         double leakage_weight, bool through_update) {
         ed::RomeOptions options;
+        options.through_update = through_update;
         options.layer = layer;
         options.fact_token = ed::parse_fact_token(fact_token);
         options.traced_tokens = traced_tokens;
@@ -296,7 +297,7 @@ void bind_edits(py::module_& m) {
       py::arg("consistent_keys") = true, py::arg("seed") = 1, py::arg("steps") = py::none(),
       py::arg("learning_rate") = py::none(), py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(),
       py::arg("fact_token") = "last", py::arg("traced_tokens") = 1, py::arg("bare_weight") = py::none(),
-      py::arg("leakage_weight") = 0.0,
+      py::arg("leakage_weight") = 0.0, py::arg("through_update") = false,
       "ROME: a rank-1 update of one layer's MLP down projection, as a Patch (the model is left as it was)");
   m.def(
       "memit",

@@ -301,7 +301,7 @@ def rome(model: Model, request: EditRequest, stats: KeyStatistics, layer: int, c
          consistent_keys: bool = True, seed: int = 1, steps: Optional[int] = None, learning_rate: Optional[float] = None,
          kl_factor: Optional[float] = None, clamp_norm_factor: Optional[float] = None,
          fact_token: str = "last", traced_tokens: int = 1, bare_weight: Optional[float] = None,
-         leakage_weight: float = 0.0) -> Patch: ...
+         leakage_weight: float = 0.0, through_update: bool = False) -> Patch: ...
 def memit(model: Model, requests: Sequence[EditRequest], stats: KeyStatistics, layers: Sequence[int],
           covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
           learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,

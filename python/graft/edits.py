@@ -97,7 +97,7 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
          covariance_adjustment: bool = True, consistent_keys: bool = True, seed: int = 1,
          steps: Optional[int] = None, learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
          clamp_norm_factor: Optional[float] = None, fact_token: str = "last", traced_tokens: int = 1,
-         bare_weight: Optional[float] = None, leakage_weight: float = 0.0) -> Patch:
+         bare_weight: Optional[float] = None, leakage_weight: float = 0.0, through_update: bool = False) -> Patch:
     """ROME: rewrite one fact with a rank-1 update of one layer's MLP down projection.
 
     ``request``: a :class:`graft.EditRequest` or a dict like the entries of requests.json.
@@ -112,6 +112,9 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
     (the prefixed contexts share the rest); None: every context counts the same, as published.
     ``leakage_weight``: adds the update's expected squared change of the MLP output over the
     statistics' tokens (relative to the output) to the value objective, times this weight; 0: off.
+    ``through_update``: optimise the values through the rank-P update they imply, applied at every
+    position of every prompt (the target's own tokens included), instead of as vectors added at the
+    fact tokens alone; the update written is the one optimised.
     The remaining arguments override the published hyperparameters. Returns a :class:`graft.Patch`;
     the model itself is not changed (apply the patch with :meth:`graft.Model.apply_patch`).
     """
@@ -120,7 +123,7 @@ def rome(model: Model, request: RequestLike, layer: Optional[int] = None, *, sta
         layer = crown_scan(model, edit.prompt, edit.subject, edit.target_true).picked_layer
     return _graft.rome(model.native, edit, _stats(model, stats), int(layer), covariance_adjustment, consistent_keys, seed,
                        steps, learning_rate, kl_factor, clamp_norm_factor, fact_token, traced_tokens, bare_weight,
-                       leakage_weight)
+                       leakage_weight, through_update)
 
 
 def memit(model: Model, requests: Union[RequestLike, Iterable[RequestLike]], layers: Iterable[int], *,

@@ -116,6 +116,12 @@ def test_eval_bare_weight_outside_0_1_exits_2_naming_it(value):
     assert result.returncode == 2 and "--bare-weight" in result.stderr and result.stdout == ""
 
 
+def test_eval_through_update_is_a_rome_option(tmp_path):
+    result = graft("eval", BUNDLED, "--requests", REQUESTS, "--limit", "1", "--stats", tmp_path / "absent.safetensors",
+                   "--method", "memit", "--layers", "0-1", "--through-update", check=False)
+    assert result.returncode == 2 and "--through-update" in result.stderr and "--memit-targets joint" in result.stderr
+
+
 @pytest.mark.parametrize("extra", [["--method", "memit", "--leakage-weight", "1"],
                                    ["--method", "rome", "--leakage-weight", "-1"]])
 def test_eval_leakage_weight_needs_rome_or_joint_memit_and_is_not_negative(extra, tmp_path):

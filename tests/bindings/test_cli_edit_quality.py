@@ -3,7 +3,8 @@
 The floors are the project's: ROME one edit at a time ES >= 99%, PS >= 90%, NS >= 95%; MEMIT all
 edits at once ES >= 95%, PS >= 85%, NS >= 90%. They are asserted on the first requests of
 requests.json (a subset that runs in CI time; ROME's leaves out the five whose target no model has
-ever produced, as the README's "95 known" columns do), and only where they are met there;
+ever seen, as the README's "95 known" columns do, and a test of its own holds ROME to four of those
+five on Llama and GPT-2), and only where they are met there;
 elsewhere a test holds the model to what it reaches (the README's 100-request table says where the
 floors are missed), so a regression still fails. MEMIT's floors are also asserted on all 100 requests
 at once on GPT-2.
@@ -27,7 +28,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # The settings the README's table uses (every one an option; the defaults are the published ones).
 ROME = ["--method", "rome", "--layers", "0", "--fact-token", "subject", "--original-keys", "--steps", "100",
-        "--bare-weight", "0.5", "--leakage-weight", "1"]
+        "--bare-weight", "0.5", "--leakage-weight", "1", "--through-update"]
 MEMIT = ["--method", "memit", "--memit-targets", "joint", "--fact-token", "subject", "--lambda", "1000", "--steps", "50",
          "--clamp", "8", "--bare-weight", "0.7", "--leakage-weight", "1.2"]
 MEMIT_LAYERS = {"llama": "0-2", "gpt2": "0-1", "gemma4": "0-1"}
@@ -61,24 +62,46 @@ def scores(model, stats, limit, editor, requests=REQUESTS):
             100 * summary["neighborhood"]["success"])
 
 
-@pytest.fixture(scope="module")
-def known_target_requests(tmp_path_factory):
+def split_by_target(tmp_path_factory):
     # Five of the hundred requests ask for a word that facts.json has only as an entity's name, never
-    # as an answer: no model has ever produced it (the README reports them separately).
+    # in a fact: no model has ever seen it, and its tokens are pieces the model never continued.
     facts = json.loads((DATA / "facts" / "facts.json").read_text())
     answers = {fact["object"] for fact in facts["facts"]}
     requests = json.loads(REQUESTS.read_text())
     known = [r for r in requests if r["target_new"].strip() in answers]
-    assert len(requests) - len(known) == 5
-    path = tmp_path_factory.mktemp("requests") / "known.json"
-    path.write_text(json.dumps(known))
-    return path
+    unseen = [r for r in requests if r["target_new"].strip() not in answers]
+    assert len(unseen) == 5
+    folder = tmp_path_factory.mktemp("requests")
+    (folder / "known.json").write_text(json.dumps(known))
+    (folder / "unseen.json").write_text(json.dumps(unseen))
+    return folder / "known.json", folder / "unseen.json"
+
+
+@pytest.fixture(scope="module")
+def known_target_requests(tmp_path_factory):
+    return split_by_target(tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="module")
+def unseen_target_requests(tmp_path_factory):
+    return split_by_target(tmp_path_factory)[1]
 
 
 @pytest.mark.parametrize("model", ["llama", "gpt2", "gemma4"])
 def test_rome_one_at_a_time_meets_the_floors(model, stats, known_target_requests):
     es, ps, ns = scores(model, stats, 10, ROME, known_target_requests)
     assert es >= 99 and ps >= 90 and ns >= 95, (es, ps, ns)
+
+
+@pytest.mark.parametrize("model", ["llama", "gpt2"])
+def test_rome_through_its_update_teaches_words_never_seen(model, stats, unseen_target_requests):
+    # Values optimised at the subject alone cannot make a model spell a word it never saw (the
+    # continuation tokens are predicted at the target's own positions); through the update, which
+    # acts there too, four of the five succeed on Llama and GPT-2 (the README's 100-request table).
+    through = scores(model, stats, 0, ROME, unseen_target_requests)
+    assert through[0] >= 80, through
+    at_subject = scores(model, stats, 0, [a for a in ROME if a != "--through-update"], unseen_target_requests)
+    assert at_subject[0] < through[0], (at_subject, through)
 
 
 @pytest.mark.parametrize("model", ["llama", "gpt2", "gemma4"])

@@ -159,6 +159,46 @@ TEST(Rome, SubjectTokensGetOneExactConstraintEach) {
   EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
 }
 
+TEST(Rome, ThroughUpdateWritesTheUpdateItOptimisedAndKeepsItsConstraints) {
+  // Values optimised through ROME's own update (applied at every position) must be what the written
+  // update does: the patched model reproduces the optimiser's final probability, and each subject
+  // token's MLP output still moves by exactly its vector (K_c B = I).
+  auto& f = fixture();
+  const EditRequest* chosen = nullptr;
+  for (const auto& r : f.requests)
+    if (split_target(*f.model, r.filled_prompt(), r.target_new).target.size() == 1) {
+      chosen = &r;
+      break;
+    }
+  ASSERT_NE(chosen, nullptr);
+  const EditRequest& r = *chosen;
+  RomeOptions options;
+  options.layer = 0;
+  options.templates = {};  // the bare prompt only: the reported probability is the one scored below
+  options.fact_token = FactTokenChoice::Subject;
+  options.consistent_keys = false;
+  options.through_update = true;
+  options.value.steps = 25;
+  options.value.leakage_weight = 1;
+  const double before = new_target_probability(*f.model, r);
+  const std::vector<int64_t> positions = subject_positions(*f.model, r);
+  const at::Tensor outputs_before = mlp_out_at(*f.model, r, 0, positions);
+  const EditOutcome out = rome(*f.model, r, f.stats, options);
+  EXPECT_EQ(out.hyperparameters["through_update"], true);
+  ASSERT_EQ(out.updates.size(), 1u);
+  EXPECT_EQ(out.updates[0].right.size(1), static_cast<int64_t>(positions.size()));
+
+  PatchStack stack(*f.model);
+  const Patch patch = make_patch(*f.model, out, "rome", {r});
+  stack.apply(patch);
+  const double after = new_target_probability(*f.model, r);
+  const double moved = (mlp_out_at(*f.model, r, 0, positions) - outputs_before).norm().item<double>();
+  stack.revert(patch);
+  EXPECT_NEAR(after, out.diagnostics["target_probability"].get<double>(), 1e-4);
+  EXPECT_GT(after, before + 0.3);
+  EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
+}
+
 TEST(FactTokens, TracedPicksTheBestRestoringDistinctTokens) {
   auto& f = fixture();
   const EditRequest& r = f.requests[1];

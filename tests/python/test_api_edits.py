@@ -185,6 +185,21 @@ def test_rome_records_the_bare_prompt_weight(clean: graft.Model, requests: list[
         graft.rome(clean, requests[0], layer=0, stats=stats, leakage_weight=-1.0)
 
 
+def test_rome_through_update_is_recorded_and_moves_the_answer(clean: graft.Model, requests: list[graft.EditRequest],
+                                                               stats: graft.KeyStatistics) -> None:
+    patch = graft.rome(clean, requests[0], layer=0, stats=stats, steps=10, fact_token="subject",
+                       consistent_keys=False, through_update=True)
+    assert patch.hyperparameters["through_update"] is True
+    assert graft.rome(clean, requests[0], layer=0, stats=stats, steps=2).hyperparameters["through_update"] is False
+    before = graft.evaluate(clean, requests[:1]).efficacy.magnitude
+    clean.apply_patch(patch)
+    try:
+        after = graft.evaluate(clean, requests[:1]).efficacy.magnitude
+    finally:
+        clean.revert_patch(patch)
+    assert after > before
+
+
 def test_memit_joint_targets_take_the_leakage_term(clean: graft.Model, requests: list[graft.EditRequest],
                                                    stats: graft.KeyStatistics) -> None:
     patch = graft.memit(clean, requests[:2], layers=LAYERS, stats=stats, steps=2, targets="joint", leakage_weight=1.5)
