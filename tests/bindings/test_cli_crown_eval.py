@@ -120,6 +120,7 @@ def test_eval_through_update_is_a_rome_option(tmp_path):
     result = graft("eval", BUNDLED, "--requests", REQUESTS, "--limit", "1", "--stats", tmp_path / "absent.safetensors",
                    "--method", "memit", "--layers", "0-1", "--through-update", check=False)
     assert result.returncode == 2 and "--through-update" in result.stderr and "--memit-targets joint" in result.stderr
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize("extra", [["--method", "memit", "--leakage-weight", "1"],

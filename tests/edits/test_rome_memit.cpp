@@ -182,6 +182,7 @@ TEST(Rome, ThroughUpdateWritesTheUpdateItOptimisedAndKeepsItsConstraints) {
   options.value.leakage_weight = 1;
   const double before = new_target_probability(*f.model, r);
   const std::vector<int64_t> positions = subject_positions(*f.model, r);
+  ASSERT_GT(positions.size(), 1u);  // P > 1: a transposed G^-1 in the key map would show
   const at::Tensor outputs_before = mlp_out_at(*f.model, r, 0, positions);
   const EditOutcome out = rome(*f.model, r, f.stats, options);
   EXPECT_EQ(out.hyperparameters["through_update"], true);
@@ -196,6 +197,27 @@ TEST(Rome, ThroughUpdateWritesTheUpdateItOptimisedAndKeepsItsConstraints) {
   stack.revert(patch);
   EXPECT_NEAR(after, out.diagnostics["target_probability"].get<double>(), 1e-4);
   EXPECT_GT(after, before + 0.3);
+  EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
+}
+
+TEST(Rome, ThroughUpdateMovesTheContextAveragedKeysByTheOptimisedVectors) {
+  // With context-averaged constraint keys (the default), the update written through the update is
+  // R = the optimised vectors, not the optimised output less the averaged current output: the
+  // averaged keys must read exactly the vectors (|dW K_mean^T| = |delta|).
+  auto& f = fixture();
+  const EditRequest& r = f.requests[1];
+  RomeOptions options;
+  options.layer = 0;
+  options.fact_token = FactTokenChoice::Subject;
+  options.through_update = true;
+  options.value.steps = 3;
+  const EditOutcome out = rome(*f.model, r, f.stats, options);
+  const std::vector<std::string> contexts = context_templates(*f.model, options.templates, options.seed);
+  const std::vector<FactTokens> tokens{choose_fact_tokens(*f.model, r, options.fact_token, contexts, 0, options.seed)};
+  const at::Tensor key_mean =
+      subject_activations(*f.model, {r}, contexts, {HookName{HookPoint::MlpPost, 0}}, tokens)[0].to(at::kDouble).mean(1);
+  const at::Tensor dw = at::matmul(out.updates[0].left, out.updates[0].right.t()).to(at::kDouble);  // [H, I]
+  const double moved = at::matmul(dw, key_mean.t()).norm().item<double>();
   EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
 }
 
