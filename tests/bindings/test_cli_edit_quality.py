@@ -28,7 +28,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # The settings the README's table uses (every one an option; the defaults are the published ones).
 ROME = ["--method", "rome", "--layers", "0", "--fact-token", "subject", "--original-keys", "--steps", "100",
-        "--bare-weight", "0.5", "--leakage-weight", "1", "--through-update"]
+        "--bare-weight", "0.5", "--through-update"]
+# Gemma 4 needs the heavier leakage term for its paraphrases (README: 88.9 at weight 1, 90.3 at 4).
+ROME_LEAKAGE = {"llama": "1", "gpt2": "1", "gemma4": "4"}
+
+
+def rome(model):
+    return [*ROME, "--leakage-weight", ROME_LEAKAGE[model]]
 MEMIT = ["--method", "memit", "--memit-targets", "joint", "--fact-token", "subject", "--lambda", "1000", "--steps", "50",
          "--clamp", "8", "--bare-weight", "0.7", "--leakage-weight", "1.2"]
 MEMIT_LAYERS = {"llama": "0-2", "gpt2": "0-1", "gemma4": "0-1"}
@@ -89,7 +95,7 @@ def unseen_target_requests(tmp_path_factory):
 
 @pytest.mark.parametrize("model", ["llama", "gpt2", "gemma4"])
 def test_rome_one_at_a_time_meets_the_floors(model, stats, known_target_requests):
-    es, ps, ns = scores(model, stats, 10, ROME, known_target_requests)
+    es, ps, ns = scores(model, stats, 10, rome(model), known_target_requests)
     assert es >= 99 and ps >= 90 and ns >= 95, (es, ps, ns)
 
 
@@ -98,9 +104,9 @@ def test_rome_through_its_update_teaches_words_never_seen(model, stats, unseen_t
     # Values optimised at the subject alone cannot make a model spell a word it never saw (the
     # continuation tokens are predicted at the target's own positions); through the update, which
     # acts there too, four of the five succeed on Llama and GPT-2 (the README's 100-request table).
-    through = scores(model, stats, 0, ROME, unseen_target_requests)
+    through = scores(model, stats, 0, rome(model), unseen_target_requests)
     assert through[0] >= 80, through
-    at_subject = scores(model, stats, 0, [a for a in ROME if a != "--through-update"], unseen_target_requests)
+    at_subject = scores(model, stats, 0, [a for a in rome(model) if a != "--through-update"], unseen_target_requests)
     assert at_subject[0] < through[0], (at_subject, through)
 
 
