@@ -15,20 +15,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// M with sum_ij M_ij r_i . r_j = ||dW||_C^2 / tr(W C W^T) for the update dW = L U^T that moves the
-// constraint keys by R (L^T = G^-1 R): ||dW||_C^2 = tr(L U^T C U L^T) = tr(R^T G^-T (U^T C U) G^-1 R).
-// The ratio is the expected squared change of the MLP output over the statistics' tokens, relative
-// to the expected squared output: how much the edit leaks onto text that is not about the subject.
-// With the bare prompt's keys, or values optimised through the update, R is exactly the optimised
-// change; otherwise, with context-averaged keys, R also holds the bare prompt's offset from the
-// average, which the term leaves out.
-at::Tensor leakage_metric(const at::Tensor& second_moment, const at::Tensor& directions, const at::Tensor& gram,
-                          double power) {
-  const at::Tensor inverse_gram = at::linalg_inv(gram);
-  const at::Tensor spread = key_spread(second_moment, directions);  // U^T C U
-  return at::matmul(inverse_gram.t(), at::matmul(spread, inverse_gram)) / power;
-}
-
 }  // namespace
 
 nlohmann::json to_json(const ValueOptions& o) {
@@ -60,8 +46,9 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   // dW = L U^T with U = C^-1 K (the directions, from the context-averaged keys) and L (U^T K_c) = R^T,
   // i.e. L^T = G^-1 R with G = K_c^T U (G[i][j] = k_i . u_j).
   // One fact token: ROME's rank-1 formula (v* - W k) (C^-1 k)^T / (k^T C^-1 k).
-  // The directions and G do not depend on the values, so they come first: the optional leakage
-  // term of the value optimisation needs them.
+  // So dW = R^T B^T with B = U G^-1: constraint key i reads row i of R exactly (K_c B = I), any
+  // other key k reads (k . B) R. B does not depend on the values, so it comes first: the optional
+  // leakage term and the optimisation through the update need it.
   clock = std::chrono::steady_clock::now();
   SolveReport report;
   const at::Tensor directions =
@@ -72,19 +59,20 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
   const at::Tensor singular_values = at::linalg_svdvals(gram);
   if (!(singular_values.min().item<double>() > 1e-12 * singular_values.max().item<double>()))
     throw Error("ROME: the keys are (nearly) orthogonal to C^-1 k or dependent; refusing a degenerate update");
+  const at::Tensor key_map = at::linalg_solve(gram.t(), directions.t()).t();  // B = U G^-1, [I, P]
   out.seconds_solve = seconds_since(clock);
 
   clock = std::chrono::steady_clock::now();
   ValueOptions value_options = options.value;
   value_options.point = HookName{HookPoint::MlpDown, layer};
   const double power = mlp_output_power(model, layer, second_moment);
-  if (value_options.leakage_weight > 0) value_options.leakage_metric = leakage_metric(second_moment, directions, gram, power);
-  if (options.through_update) {
-    // dW = R^T B^T with B = U G^-1: constraint key i reads row i of R exactly (K_c B = I), and any
-    // other key k reads (k . B) R, which the optimisation now sees.
-    const at::Tensor key_map = at::linalg_solve(gram.t(), directions.t()).t();  // U G^-1, [I, P]
-    value_options.through_update.push_back({layer, key_map.to(at::kFloat), 1.0});
-  }
+  // ||dW||_C^2 / tr(W C W^T) = sum_ij (B^T C B)_ij r_i . r_j / power: the update's expected squared
+  // change of the MLP output over the statistics' tokens, relative to the output. With the bare
+  // prompt's keys, or values optimised through the update, R is exactly the optimised change;
+  // otherwise, with context-averaged keys, R also holds the bare prompt's offset from the average,
+  // which the term leaves out.
+  if (value_options.leakage_weight > 0) value_options.leakage_metric = key_spread(second_moment, key_map) / power;
+  if (options.through_update) value_options.through_update.push_back({layer, key_map.to(at::kFloat), 1.0});
   const OptimizedValues optimized = optimize_values(model, {request}, contexts, value_options, tokens);
   out.seconds_values = seconds_since(clock);
 
