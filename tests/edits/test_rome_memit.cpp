@@ -44,6 +44,15 @@ double new_target_probability(const Model& model, const EditRequest& r) {
   return model.forward(at::tensor(pt.prompt, at::kLong).unsqueeze(0), options).to(at::kFloat).softmax(-1)[0][0][pt.target[0]].item<double>();
 }
 
+// The first `count` requests whose new target is one token: new_target_probability is then the
+// whole target's, the one the value optimisation reports.
+std::vector<EditRequest> one_token_target_requests(const Model& model, const std::vector<EditRequest>& requests, size_t count) {
+  std::vector<EditRequest> out;
+  for (const auto& r : requests)
+    if (out.size() < count && split_target(model, r.filled_prompt(), r.target_new).target.size() == 1) out.push_back(r);
+  return out;
+}
+
 TEST(KeyStatistics, AreSymmetricAtEachLayersOwnWidth) {
   auto& f = fixture();
   EXPECT_EQ(f.stats.second_moment(0).sizes(), (at::IntArrayRef{384, 384}));
@@ -164,14 +173,9 @@ TEST(Rome, ThroughUpdateWritesTheUpdateItOptimisedAndKeepsItsConstraints) {
   // update does: the patched model reproduces the optimiser's final probability, and each subject
   // token's MLP output still moves by exactly its vector (K_c B = I).
   auto& f = fixture();
-  const EditRequest* chosen = nullptr;
-  for (const auto& r : f.requests)
-    if (split_target(*f.model, r.filled_prompt(), r.target_new).target.size() == 1) {
-      chosen = &r;
-      break;
-    }
-  ASSERT_NE(chosen, nullptr);
-  const EditRequest& r = *chosen;
+  const std::vector<EditRequest> chosen = one_token_target_requests(*f.model, f.requests, 1);
+  ASSERT_EQ(chosen.size(), 1u);
+  const EditRequest& r = chosen[0];
   RomeOptions options;
   options.layer = 0;
   options.templates = {};  // the bare prompt only: the reported probability is the one scored below
@@ -276,9 +280,7 @@ TEST(Memit, JointTargetsWriteTheUpdateTheyOptimised) {
   // Joint values are optimised through the forward pass of the model their update makes: applying
   // the written update reproduces the target probability the optimiser ended with, to rounding.
   auto& f = fixture();
-  std::vector<EditRequest> batch;
-  for (const auto& r : f.requests)
-    if (batch.size() < 3 && split_target(*f.model, r.filled_prompt(), r.target_new).target.size() == 1) batch.push_back(r);
+  const std::vector<EditRequest> batch = one_token_target_requests(*f.model, f.requests, 3);
   ASSERT_EQ(batch.size(), 3u);
   MemitOptions options;
   options.layers = {0, 1};
