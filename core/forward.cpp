@@ -10,7 +10,9 @@
 #include "core/error.h"
 #include "core/gemv.h"
 #include "core/model.h"
+#include "core/rms_norm.h"
 #include "core/rope.h"
+#include "core/small_attention.h"
 
 namespace graft {
 namespace {
@@ -38,6 +40,8 @@ at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
 // RMSNorm in float32. Gemma multiplies by (offset + w) in float32 and then casts; Llama casts
 // first and multiplies in the input dtype. A norm without weight (Gemma 4's v_norm) only rescales.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, const ModelSpec& spec) {
+  const double offset = spec.norm_casts_before_weight ? 0.0 : spec.norm_weight_offset;
+  if (at::Tensor y = fused_rms_norm(x, weight, offset, spec.norm_eps); y.defined()) return y;  // float32 on the CPU
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor normed = xf * at::pow(xf.pow(2).mean(-1, /*keepdim=*/true) + spec.norm_eps, -0.5);
   if (!weight.defined()) return normed.to(x.scalar_type());
@@ -78,9 +82,32 @@ struct Step {
   std::vector<std::pair<at::Tensor, at::Tensor>> layer_kv;  // K/V each layer produced (for sharing)
 };
 
+// attention_allowed for a few query rows on the CPU, written out: a decoding step would otherwise
+// spend some twenty small tensor operations per window on a [B, 1, 1, T] mask.
+at::Tensor attention_allowed_cpu(const Step& step, int64_t window) {
+  const int64_t total = step.past + step.seq;
+  const at::Tensor key_mask = step.key_mask.contiguous();
+  const bool* keys = key_mask.data_ptr<bool>();
+  at::Tensor allowed = at::empty({step.batch, 1, step.seq, total}, key_mask.options());
+  bool* out = allowed.data_ptr<bool>();
+  for (int64_t b = 0; b < step.batch; ++b)
+    for (int64_t s = 0; s < step.seq; ++s) {
+      const int64_t query = step.past + s;
+      bool* row = out + (b * step.seq + s) * total;
+      bool any = false;
+      for (int64_t t = 0; t < total; ++t) {
+        row[t] = t <= query && (window <= 0 || t > query - window) && keys[b * total + t];
+        any = any || row[t];
+      }
+      if (!any) row[query] = true;
+    }
+  return allowed;
+}
+
 // Which keys each query may see: causal, within the layer's window, not padding. A query row that
 // would see nothing (a padding query) is allowed its own position so the softmax stays finite.
 at::Tensor attention_allowed(const Step& step, int64_t window) {
+  if (step.key_mask.device().is_cpu() && step.seq <= kSmallBatchRows) return attention_allowed_cpu(step, window);
   const auto device = step.key_mask.device();
   const int64_t total = step.past + step.seq;
   at::Tensor q_index = at::arange(step.past, total, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
@@ -93,18 +120,15 @@ at::Tensor attention_allowed(const Step& step, int64_t window) {
   return allowed.logical_or(sees_nothing.logical_and(own));
 }
 
-std::string rope_key(const arch::RopeSpec& r) {
-  return std::to_string(static_cast<int>(r.kind)) + "/" + std::to_string(r.theta) + "/" + std::to_string(r.dim) + "/" +
-         std::to_string(r.rotated_pairs) + "/" + std::to_string(r.factor) + "/" + std::to_string(r.low_freq_factor) +
-         "/" + std::to_string(r.high_freq_factor) + "/" + std::to_string(r.original_max_position_embeddings) + "/" +
-         std::to_string(r.attention_scaling);
-}
-
 // softmax(q k^T * scale [soft-capped] + mask) v, with grouped K/V heads. q: [B, Hq, S, D],
 // k/v: [B, Hkv, T, D]. The fused kernel is used unless the pattern is hooked or logits are capped.
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
                   const LayerSpec& layer, const Hooks* hooks) {
   const bool want_pattern = hook_wanted(hooks, HookPoint::AttnPattern, layer.index);
+  if (!want_pattern) {  // decoding on the CPU: a few query rows
+    at::Tensor z = small_query_attention(q, k, v, allowed, layer.attention_scale, layer.attn_logit_softcap);
+    if (z.defined()) return z;
+  }
   if (!want_pattern && layer.attn_logit_softcap == 0.0) {
     return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, false, layer.attention_scale,
                                             /*enable_gqa=*/layer.num_q_heads != layer.num_kv_heads);
@@ -210,7 +234,10 @@ at::Tensor Forward::per_layer_inputs(const at::Tensor& ids, const at::Tensor& em
 const RotaryTable& Forward::rotary_for(const LayerSpec& layer) {
   const std::string key = rope_key(layer.rope);
   auto it = step_.rotary.find(key);
-  if (it == step_.rotary.end()) it = step_.rotary.emplace(key, rotary_table(layer.rope, step_.positions, model_.dtype())).first;
+  if (it == step_.rotary.end()) {
+    const RotaryTable table = rotary_table(layer.rope, step_.positions, model_.dtype(), model_.rope_frequencies(layer.index));
+    it = step_.rotary.emplace(key, table).first;
+  }
   return it->second;
 }
 

@@ -6,34 +6,15 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/simd.h"
+
 namespace graft {
 namespace {
 
-// The helpers below are always inlined: no v16 crosses a call (GCC's -Wpsabi note is moot).
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-// 16 floats: one AVX-512 register, two AVX2 ones, four SSE ones; the compiler splits as the
-// target allows. Loads go through memcpy (unaligned).
-typedef float v16 __attribute__((vector_size(64)));
-
-__attribute__((always_inline)) inline v16 load(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-__attribute__((always_inline)) inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
-__attribute__((always_inline)) inline float reduce(v16 v) {
-  float s = 0;
-  for (int k = 0; k < 16; ++k) s += v[k];
-  return s;
-}
-
-// GCC builds one copy per instruction set and picks at load time (Linux, x86-64).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define GRAFT_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define GRAFT_KERNEL
-#endif
+using simd::load;
+using simd::reduce;
+using simd::store;
+using simd::v16;
 
 // Y[i, r] = sum_j X[i, j] W[r, j] for weight rows [r0, r1); W row-major with row stride ld, X [m, n]
 // contiguous, Y [m, out] contiguous. Four weight rows at a time, each read once from memory and

@@ -2,9 +2,11 @@
 #include "core/model.h"
 
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/rope.h"
 #include "core/tensor.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -66,10 +68,23 @@ std::shared_ptr<Model> Model::load(const std::string& model_dir, const LoadOptio
     model->weights_.emplace(t.name, std::move(tensor));
   }
   model->bind_layer_weights();
+  model->compute_rope_frequencies();
 
   const fs::path tokenizer_json = fs::path(model_dir) / "tokenizer.json";
   if (fs::exists(tokenizer_json)) model->tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_model_dir(model_dir));
   return model;
+}
+
+void Model::compute_rope_frequencies() {
+  std::map<std::string, at::Tensor> by_key;
+  for (const arch::LayerSpec& layer : spec().layers) {
+    const arch::RopeSpec& rope = layer.rope;
+    at::Tensor& frequencies = rope_frequencies_.emplace_back();
+    if (rope.kind == arch::RopeKind::None || rope.kind == arch::RopeKind::Dynamic) continue;
+    auto [it, fresh] = by_key.try_emplace(rope_key(rope));
+    if (fresh) it->second = rope_inverse_frequencies(rope, /*sequence_length=*/0).to(device_);
+    frequencies = it->second;
+  }
 }
 
 void Model::bind_layer_weights() {

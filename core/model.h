@@ -100,10 +100,15 @@ class Model {
   const NormWeights& ple_projection_norm() const { return ple_projection_norm_; }
   // Bytes of weight data the forward pass reads (tied tensors once).
   int64_t weight_bytes() const;
+  // Layer i's RoPE inverse frequencies, computed once at load (a decoding step would otherwise
+  // rebuild them each step). Undefined for layers without RoPE and for dynamic NTK, whose
+  // frequencies depend on the sequence length.
+  const at::Tensor& rope_frequencies(int i) const { return rope_frequencies_.at(static_cast<size_t>(i)); }
 
  private:
   Model() = default;
   void bind_layer_weights();
+  void compute_rope_frequencies();
 
   std::string dir_;
   std::unique_ptr<arch::Architecture> arch_;
@@ -113,6 +118,7 @@ class Model {
   at::ScalarType dtype_ = at::kFloat;
   std::map<std::string, at::Tensor> weights_;
   std::vector<LayerWeights> layers_;
+  std::vector<at::Tensor> rope_frequencies_;  // per layer; layers with one RoPE share a tensor
   at::Tensor embed_tokens_, position_embeddings_, lm_head_, ple_embed_, ple_model_projection_;
   NormWeights final_norm_, ple_projection_norm_;
 };

@@ -1,8 +1,13 @@
 #include "core/rope.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
+#include "core/simd.h"
 
 namespace graft {
 namespace {
@@ -82,9 +87,22 @@ at::Tensor rope_inverse_frequencies(const arch::RopeSpec& rope, int64_t sequence
   throw Error("rope_inverse_frequencies called for a layer without RoPE");
 }
 
-RotaryTable rotary_table(const arch::RopeSpec& rope, const at::Tensor& position_ids, at::ScalarType dtype) {
-  const int64_t longest = position_ids.numel() ? position_ids.max().item<int64_t>() + 1 : 0;
-  at::Tensor inv = rope_inverse_frequencies(rope, longest).to(position_ids.device());
+std::string rope_key(const arch::RopeSpec& r) {
+  return std::to_string(static_cast<int>(r.kind)) + "/" + std::to_string(r.theta) + "/" + std::to_string(r.dim) + "/" +
+         std::to_string(r.rotated_pairs) + "/" + std::to_string(r.factor) + "/" + std::to_string(r.low_freq_factor) +
+         "/" + std::to_string(r.high_freq_factor) + "/" + std::to_string(r.original_max_position_embeddings) + "/" +
+         std::to_string(r.attention_scaling) + "/" + std::to_string(r.yarn_beta_fast) + "/" +
+         std::to_string(r.yarn_beta_slow) + "/" + std::to_string(r.yarn_truncate);
+}
+
+RotaryTable rotary_table(const arch::RopeSpec& rope, const at::Tensor& position_ids, at::ScalarType dtype,
+                         const at::Tensor& inverse_frequencies) {
+  at::Tensor inv = inverse_frequencies;
+  if (!inv.defined()) {
+    const int64_t longest = position_ids.numel() ? position_ids.max().item<int64_t>() + 1 : 0;
+    inv = rope_inverse_frequencies(rope, longest);
+  }
+  inv = inv.to(position_ids.device());
   // [B, S, 1] x [dim/2] -> [B, S, dim/2]: one multiply per element, exact as HF's K=1 matmul.
   at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv;
   at::Tensor angles = at::cat({freqs, freqs}, -1).unsqueeze(2);
@@ -93,7 +111,57 @@ RotaryTable rotary_table(const arch::RopeSpec& rope, const at::Tensor& position_
   return {cos.to(dtype), sin.to(dtype)};
 }
 
+namespace {
+
+// out = x * cos + rotate_half(x) * sin over the first `dim` of each head's D values, the rest copied:
+// the same products and sums, in the same order, as the LibTorch form below (this file is compiled
+// without floating-point contraction, so no product is fused into an add). rows = B * S, each with
+// `heads` heads; cos/sin hold one row of `dim` per (b, s).
+GRAFT_KERNEL void rotate_rows(const float* __restrict x, const float* __restrict cos, const float* __restrict sin,
+                              int64_t rows, int64_t heads, int64_t head_dim, int64_t dim, float* __restrict out) {
+  const int64_t half = dim / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* c = cos + r * dim;
+    const float* s = sin + r * dim;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* xh = x + (r * heads + h) * head_dim;
+      float* oh = out + (r * heads + h) * head_dim;
+      for (int64_t j = 0; j < half; ++j) oh[j] = xh[j] * c[j] + (-xh[j + half]) * s[j];
+      for (int64_t j = half; j < dim; ++j) oh[j] = xh[j] * c[j] + xh[j - half] * s[j];
+      for (int64_t j = dim; j < head_dim; ++j) oh[j] = xh[j];
+    }
+  }
+}
+
+// The kernel above for float32 on the CPU without gradients, when the table has one row per (b, s);
+// undefined otherwise. A decoding step applies RoPE to q and k of every layer, and the LibTorch form
+// costs eight dispatches each.
+at::Tensor fused_rotary(const at::Tensor& x, const RotaryTable& table) {
+  const at::Tensor &cos = table.cos, &sin = table.sin;
+  for (const at::Tensor* t : {&x, &cos, &sin})
+    if (!t->device().is_cpu() || t->scalar_type() != at::kFloat) return {};
+  if (at::GradMode::is_enabled() && x.requires_grad()) return {};
+  if (x.dim() != 4 || cos.dim() != 4 || cos.sizes() != sin.sizes()) return {};
+  const int64_t batch = x.size(0), seq = x.size(1), dim = cos.size(3);
+  if (cos.size(0) != batch || cos.size(1) != seq || cos.size(2) != 1 || dim % 2 != 0 || dim > x.size(3)) return {};
+  const at::Tensor xc = x.contiguous(), cc = cos.contiguous(), sc = sin.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const int64_t heads = x.size(2), head_dim = x.size(3);
+  const float *xp = xc.data_ptr<float>(), *cp = cc.data_ptr<float>(), *sp = sc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  // Tasks of whole (b, s) rows, at least about 16K elements each (a decoding step stays on one thread).
+  const int64_t grain = std::max<int64_t>(1, (1 << 14) / (heads * head_dim));
+  at::parallel_for(0, batch * seq, grain, [&](int64_t r0, int64_t r1) {
+    const int64_t skip = r0 * heads * head_dim;
+    rotate_rows(xp + skip, cp + r0 * dim, sp + r0 * dim, r1 - r0, heads, head_dim, dim, op + skip);
+  });
+  return out;
+}
+
+}  // namespace
+
 at::Tensor apply_rotary(const at::Tensor& x, const RotaryTable& table) {
+  if (at::Tensor out = fused_rotary(x, table); out.defined()) return out;
   const int64_t dim = table.cos.size(-1);
   const int64_t head_dim = x.size(-1);
   at::Tensor rotated = dim == head_dim ? x : x.narrow(-1, 0, dim);

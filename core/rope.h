@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <string>
+
 #include "arch/arch.h"
 
 namespace graft {
@@ -12,10 +14,16 @@ namespace graft {
 // dynamic-NTK kind, which rescales when the sequence outgrows the original context.
 at::Tensor rope_inverse_frequencies(const arch::RopeSpec& rope, int64_t sequence_length);
 
+// Names a RoPE by every parameter its frequencies depend on: layers with equal keys share tables.
+std::string rope_key(const arch::RopeSpec& rope);
+
 struct RotaryTable {
   at::Tensor cos, sin;  // [B, S, 1, dim] in the model dtype
 };
-RotaryTable rotary_table(const arch::RopeSpec& rope, const at::Tensor& position_ids, at::ScalarType dtype);
+// `inverse_frequencies`: rope_inverse_frequencies computed beforehand (Model keeps them from load),
+// or undefined to compute them here.
+RotaryTable rotary_table(const arch::RopeSpec& rope, const at::Tensor& position_ids, at::ScalarType dtype,
+                         const at::Tensor& inverse_frequencies = {});
 
 // x: [B, S, heads, head_dim]. Rotates the first rope.dim dims of each head (all of them for every
 // supported family) and passes the rest through.

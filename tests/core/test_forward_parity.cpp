@@ -1,6 +1,6 @@
 // Parity with HuggingFace transformers 5.17 on every fixture model (tests/data/hf-parity): logits,
 // every layer's residual stream, MLP keys and attention z, the final norm, greedy decoding with the
-// KV cache, cached vs full logits, left-padded batches, and bfloat16 vs float32.
+// KV cache, cached vs full logits, left-padded batches (prefill and decoding), and bfloat16 vs float32.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -104,6 +104,15 @@ TEST_P(Parity, CachedLogitsEqualFullSequenceLogits) {
   for (int64_t t = prefix; t < ids.size(1); ++t) pieces.push_back(model_->forward(ids.narrow(1, t, 1), options));
   const double error = max_abs_diff(at::cat(pieces, 1), full);
   EXPECT_LT(error, 1e-4) << GetParam();
+
+  // Chunks of three after a prefix: queries that each see a different stretch of a sliding window
+  // (window 8 on the Gemma fixtures) over a cache whose oldest keys fall outside it.
+  KVCache chunked(*model_, 1, ids.size(1));
+  options.cache = &chunked;
+  pieces = {model_->forward(ids.narrow(1, 0, 5), options)};
+  for (int64_t t = 5; t < ids.size(1); t += 3)
+    pieces.push_back(model_->forward(ids.narrow(1, t, std::min<int64_t>(3, ids.size(1) - t)), options));
+  EXPECT_LT(max_abs_diff(at::cat(pieces, 1), full), 1e-4) << GetParam() << " (chunks of three)";
 }
 
 TEST_P(Parity, LeftPaddedBatchGivesEachRowItsOwnLogits) {
@@ -126,6 +135,46 @@ TEST_P(Parity, LeftPaddedBatchGivesEachRowItsOwnLogits) {
   const at::Tensor short_alone = model_->forward(short_row).select(0, 0);
   EXPECT_LT(max_abs_diff(batched.select(0, 1).narrow(0, length - short_length, short_length), short_alone), 1e-4)
       << GetParam();
+}
+
+// Short prompts and decoding steps (at most 8 query rows) take the CPU's small-row paths: the mask
+// written out, the fused attention. A left-padded pair is prefilled (its padding queries see
+// nothing but themselves) and decoded five steps; each row must match the row run alone.
+TEST_P(Parity, LeftPaddedDecodingGivesEachRowItsOwnLogits) {
+  const at::Tensor ids = (*reference_)["greedy_ids"];
+  const int64_t length = 6, short_length = 3, steps = 5;
+  const int64_t pad = model_->spec().pad_token_id.value_or(0);
+  const at::Tensor long_row = ids.narrow(0, 0, 1).narrow(1, 0, length);
+  const at::Tensor short_row = ids.narrow(0, 0, 1).narrow(1, 2, short_length);
+  const at::Tensor next = ids.narrow(0, 0, 1).narrow(1, length, steps);  // the tokens fed to both rows
+
+  at::Tensor batch = at::full({2, length}, pad, at::kLong);
+  batch.narrow(0, 0, 1).copy_(long_row);
+  batch.narrow(0, 1, 1).narrow(1, length - short_length, short_length).copy_(short_row);
+  at::Tensor mask = at::ones({2, length}, at::kLong);
+  mask.narrow(0, 1, 1).narrow(1, 0, length - short_length).zero_();
+
+  auto run = [&](const at::Tensor& prompt, const at::Tensor& prompt_mask) {  // prefill, then one token a step
+    KVCache cache(*model_, prompt.size(0), prompt.size(1) + steps);
+    ForwardOptions options;
+    options.cache = &cache;
+    options.attention_mask = prompt_mask;
+    std::vector<at::Tensor> pieces{model_->forward(prompt, options)};
+    options.attention_mask = at::ones({prompt.size(0), 1}, at::kLong);
+    for (int64_t t = 0; t < steps; ++t) pieces.push_back(model_->forward(next.narrow(1, t, 1).expand({prompt.size(0), 1}), options));
+    return at::cat(pieces, 1);
+  };
+  const at::Tensor batched = run(batch, mask);
+  const at::Tensor long_alone = run(long_row, at::ones({1, length}, at::kLong));
+  const at::Tensor short_alone = run(short_row, at::ones({1, short_length}, at::kLong));
+  EXPECT_LT(max_abs_diff(batched.select(0, 0), long_alone.select(0, 0)), 1e-4) << GetParam();
+  EXPECT_LT(max_abs_diff(batched.select(0, 1).narrow(0, length - short_length, short_length + steps),
+                         short_alone.select(0, 0)),
+            1e-4)
+      << GetParam();
+  // And the decoding steps agree with one full forward over the same tokens.
+  const at::Tensor full = model_->forward(at::cat({long_row, next}, 1));
+  EXPECT_LT(max_abs_diff(long_alone, full), 1e-4) << GetParam();
 }
 
 TEST_P(Parity, BFloat16AgreesWithFloat32OnTheNextToken) {
