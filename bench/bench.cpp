@@ -233,6 +233,12 @@ std::vector<std::string> split_lines(const std::string& path, size_t max_lines) 
 
 std::string source_dir() { return GRAFT_SOURCE_DIR; }
 
+std::vector<std::string> section_names() { return {"prefill", "decode", "statistics", "hooks", "editors"}; }
+
+bool Options::wants(const std::string& section) const {
+  return sections.empty() || std::find(sections.begin(), sections.end(), section) != sections.end();
+}
+
 std::vector<std::string> model_names() { return {"gemma4-e2b", "llama-1b", "gpt2-small", "gemma4-facts"}; }
 
 void write_random_model(const std::string& name, bool quick, const std::string& dir) {
@@ -309,8 +315,9 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
       std::to_string(out["copy_bytes_per_s"].get<double>() / 1e9) + " GB/s");
 
   // Prefill.
-  std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 128}, {1, 512}, {8, 128}};
-  if (!opt.quick) shapes.push_back({8, 512});
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  if (opt.wants("prefill")) shapes = {{1, 128}, {1, 512}, {8, 128}};
+  if (opt.wants("prefill") && !opt.quick) shapes.push_back({8, 512});
   if (m.spec().max_position_embeddings > 0)
     shapes.erase(std::remove_if(shapes.begin(), shapes.end(), [&](auto s) { return s.second > m.spec().max_position_embeddings; }),
                  shapes.end());
@@ -323,10 +330,10 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
                        {"flops", flops}, {"gemm_flops_per_s", gemm}, {"of_gemm_peak", flops / t / gemm}});
     log(name + ": prefill " + std::to_string(b) + "x" + std::to_string(s) + " " + std::to_string(b * s / t) + " tok/s");
   }
-  out["prefill"] = prefill;
+  if (opt.wants("prefill")) out["prefill"] = prefill;
 
   // Decode with the KV cache, batch 1, after a 128-token prompt.
-  {
+  if (opt.wants("decode")) {
     const int64_t steps = opt.quick ? 32 : 64;
     std::vector<double> t, t_read;
     decode_seconds(m, prompt, steps);  // warm-up
@@ -347,7 +354,7 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
   // float32 panel products, float64 sum; forward stopped after the layer), against the same
   // truncated forward without the hook. The float64 sum is updated after every forward here
   // (KeyStatistics::collect does it every 4096 tokens), so the figure errs on the high side.
-  {
+  if (opt.wants("statistics")) {
     const int layer = m.arch().num_layers() / 2;
     const int64_t width = m.arch().intermediate_size_for_layer(layer);
     const at::Tensor ids = random_ids(m, 4, 128, 13);
@@ -380,7 +387,7 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
   }
 
   // The hook machinery: null pointer vs an empty Hooks object, alternated, more repeats (small effect).
-  {
+  if (opt.wants("hooks")) {
     const at::Tensor ids = random_ids(m, 1, 128, 17);
     Hooks empty(m.arch().num_layers());
     ForwardOptions none, with_empty;
@@ -391,7 +398,7 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
   }
 
   // The facts model has a tokenizer: the real statistics collector and the editors.
-  if (name == "gemma4-facts") {
+  if (name == "gemma4-facts" && opt.wants("editors")) {
     const std::string corpus = std::string(GRAFT_SOURCE_DIR) + "/models/facts_corpus.txt";
     const std::string requests_path = std::string(GRAFT_SOURCE_DIR) + "/tests/data/facts/requests.json";
     const int L = m.arch().num_layers();
@@ -457,19 +464,26 @@ std::string format_tables(const json& results) {
     std::string n = r["model"].get<std::string>();
     return n + std::string(n.size() < 14 ? 14 - n.size() : 1, ' ');
   };
-  o << "\nPrefill (FLOPs: 2mnk for every matrix and for QK^T, PV over the full square)\n";
-  o << "model         batch x tokens   tokens/s  GEMM GFLOP/s  of GEMM peak  target\n";
+  // A section left out of the run (--sections) is left out of the tables.
+  auto measured = [&](const char* section) {
+    return std::any_of(results.begin(), results.end(), [&](const json& r) { return r.contains(section); });
+  };
+  if (measured("prefill")) o << "\nPrefill (FLOPs: 2mnk for every matrix and for QK^T, PV over the full square)\n";
+  if (measured("prefill")) o << "model         batch x tokens   tokens/s  GEMM GFLOP/s  of GEMM peak  target\n";
   for (const auto& r : results)
-    for (const auto& p : r["prefill"]) {
+    for (const auto& p : r.value("prefill", json::array())) {
       const bool target_row = r["model"] == "llama-1b" && p["tokens"] == 512;
       o << name(r) << fmt("%5.0f", p["batch"].get<double>()) << " x " << fmt("%-6.0f", p["tokens"].get<double>())
         << fmt("  %9.1f", p["tokens_per_s"].get<double>()) << fmt("  %12.1f", p["gemm_flops_per_s"].get<double>() / 1e9)
         << fmt("  %11.1f%%", 100 * p["of_gemm_peak"].get<double>())
         << (target_row ? "  >= 60%: " + verdict(p["of_gemm_peak"].get<double>() >= kPrefillOfPeak) : std::string()) << "\n";
     }
-  o << "\nDecode with the KV cache (batch 1, 128-token prompt; bytes read per token: every matrix + cached K/V)\n";
-  o << "model         tokens/s  MiB/token  decode GB/s  read GB/s  of read bandwidth  target >= 60%\n";
+  if (measured("decode")) {
+    o << "\nDecode with the KV cache (batch 1, 128-token prompt; bytes read per token: every matrix + cached K/V)\n";
+    o << "model         tokens/s  MiB/token  decode GB/s  read GB/s  of read bandwidth  target >= 60%\n";
+  }
   for (const auto& r : results) {
+    if (!r.contains("decode")) continue;
     const auto& d = r["decode"];
     o << name(r) << fmt("%8.1f", d["tokens_per_s"].get<double>()) << fmt("  %9.1f", d["bytes_per_token"].get<double>() / 1048576.0)
       << fmt("  %11.2f", d["tokens_per_s"].get<double>() * d["bytes_per_token"].get<double>() / 1e9)
@@ -477,19 +491,25 @@ std::string format_tables(const json& results) {
       << fmt("  %16.1f%%", 100 * d["of_read_bandwidth"].get<double>()) << "  "
       << verdict(d["of_read_bandwidth"].get<double>() >= kDecodeOfBandwidth) << "\n";
   }
-  o << "\nStatistics of one MLP key (k^T k hook as KeyStatistics::collect: float32 panels on and above the diagonal,\n"
-       "float64 sum updated every batch; 4 x 128 tokens, forward stopped after the layer) vs the same forward\n";
-  o << "model         layer  width  plain tok/s  stats tok/s  overhead  (k^T k alone)  target <= 10%\n";
+  if (measured("statistics")) {
+    o << "\nStatistics of one MLP key (k^T k hook as KeyStatistics::collect: float32 panels on and above the diagonal,\n"
+         "float64 sum updated every batch; 4 x 128 tokens, forward stopped after the layer) vs the same forward\n";
+    o << "model         layer  width  plain tok/s  stats tok/s  overhead  (k^T k alone)  target <= 10%\n";
+  }
   for (const auto& r : results) {
+    if (!r.contains("statistics")) continue;
     const auto& s = r["statistics"];
     o << name(r) << fmt("%5.0f", s["layer"].get<double>()) << fmt("  %5.0f", s["width"].get<double>())
       << fmt("  %11.1f", s["plain_tokens_per_s"].get<double>()) << fmt("  %11.1f", s["stats_tokens_per_s"].get<double>())
       << fmt("  %7.1f%%", 100 * s["overhead"].get<double>()) << fmt("  %12.1f%%", 100 * s["kkt_share"].get<double>())
       << "  " << verdict(s["overhead"].get<double>() <= kStatsOverhead) << "\n";
   }
-  o << "\nHook machinery (prefill 1 x 128): empty Hooks object vs null pointer, alternated\n";
-  o << "model         null ms   empty ms  overhead  target <= 2%\n";
+  if (measured("hooks")) {
+    o << "\nHook machinery (prefill 1 x 128): empty Hooks object vs null pointer, alternated\n";
+    o << "model         null ms   empty ms  overhead  target <= 2%\n";
+  }
   for (const auto& r : results) {
+    if (!r.contains("hooks")) continue;
     const auto& h = r["hooks"];
     o << name(r) << fmt("%7.1f", 1e3 * h["null_s"].get<double>()) << fmt("  %9.1f", 1e3 * h["empty_s"].get<double>())
       << fmt("  %7.1f%%", 100 * h["overhead"].get<double>()) << "  " << verdict(h["overhead"].get<double>() <= kHooksOverhead) << "\n";

@@ -17,7 +17,14 @@ struct Options {
   int repeats = 3;     // timed runs per figure (after one warm-up); the median is reported
   int threads = 0;     // intra-op threads (0: LibTorch's default, one per core)
   std::string facts_dir;  // the bundled facts model (ROME / MEMIT / KeyStatistics rows)
+  // Which measurements to take (section_names()); empty: all. The reference figures and the memory
+  // peaks are always taken. With a subset, a model can be measured at full depth in minutes.
+  std::vector<std::string> sections;
+  bool wants(const std::string& section) const;
 };
+
+// "prefill", "decode", "statistics", "hooks", "editors" (the facts model's collector, ROME, MEMIT).
+std::vector<std::string> section_names();
 
 // The source tree (for the Gemma 4 config, the facts model, the corpus and the peer script).
 std::string source_dir();

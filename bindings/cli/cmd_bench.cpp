@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 struct BenchArgs {
   bool quick = false, json = false, peer = false;
   int repeats = 3, threads = 0;
-  std::vector<std::string> models;
+  std::vector<std::string> models, sections;
   std::string facts_dir, write_models, json_out;
   std::string child, child_dir, child_out;  // internal: one model in this process
 };
@@ -50,6 +50,7 @@ int run_bench(const BenchArgs& a) {
   opt.quick = a.quick;
   opt.repeats = a.repeats;
   opt.threads = a.threads;
+  opt.sections = a.sections;
   opt.facts_dir = a.facts_dir.empty() ? bench::source_dir() + "/models/gemma4_facts" : a.facts_dir;
   auto log = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
 
@@ -79,6 +80,7 @@ int run_bench(const BenchArgs& a) {
     std::vector<std::string> cmd = {self_path(), "bench", "--child", m, "--child-dir", dir, "--child-out", out,
                                     "--repeats", std::to_string(a.repeats), "--threads", std::to_string(a.threads)};
     if (a.quick) cmd.push_back("--quick");
+    for (const auto& s : a.sections) cmd.insert(cmd.end(), {"--sections", s});
     const int rc = run_process(cmd);
     if (m != "gemma4-facts") fs::remove_all(dir);
     if (rc != 0) {
@@ -116,6 +118,10 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--repeats", args->repeats, "timed runs per figure (median reported)")->check(CLI::Range(1, 100));
   cmd->add_option("--threads", args->threads, "intra-op threads (0: one per core)")->check(CLI::Range(0, 1024));
   cmd->add_option("--models", args->models, "subset of: gemma4-e2b llama-1b gpt2-small gemma4-facts")->delimiter(',');
+  cmd->add_option("--sections", args->sections,
+                  "measure only these (memory and the reference figures always): prefill decode statistics hooks editors")
+      ->delimiter(',')
+      ->check(CLI::IsMember(bench::section_names()));
   cmd->add_option("--json-out", args->json_out, "also write the JSON results to FILE");
   cmd->add_option("--facts", args->facts_dir, "the bundled facts model directory");
   cmd->add_option("--write-models", args->write_models, "only write the random models into DIR and exit");

@@ -82,3 +82,20 @@ def test_run_generates_a_continuation():
     out = graft("run", BUNDLED, "--prompt", "The capital of", "--max-new-tokens", "4").stdout
     assert out.startswith("The capital of")
     assert len(out.strip()) > len("The capital of")
+
+
+def test_bench_measures_only_the_sections_asked_for():
+    # Figures are not checked (a benchmark is not a timed test): which ones are measured is.
+    result = graft("bench", "--models", "gemma4-facts", "--sections", "decode,hooks", "--repeats", "1", "--threads", "1",
+                   "--json")
+    [model] = json.loads(result.stdout)["results"]
+    assert model["model"] == "gemma4-facts"
+    assert {"decode", "hooks", "memory", "gemm_flops_per_s", "read_bytes_per_s"} <= model.keys()
+    assert not {"prefill", "statistics", "key_statistics", "rome", "memit"} & model.keys()
+    assert model["decode"]["tokens_per_s"] > 0 and model["decode"]["bytes_per_token"] > 0
+
+
+def test_bench_refuses_an_unknown_section():
+    result = graft("bench", "--sections", "decode,speed", check=False)
+    assert result.returncode == 2
+    assert "--sections" in result.stderr and "speed" in result.stderr
