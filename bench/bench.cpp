@@ -2,7 +2,9 @@
 #include "bench/bench.h"
 
 #include <ATen/ATen.h>
+#include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
+#include <torch/headeronly/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,6 +18,7 @@
 #include "core/hooks.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
+#include "core/tensor.h"
 #include "edits/memit.h"
 #include "edits/request.h"
 #include "edits/rome.h"
@@ -184,14 +187,41 @@ double decode_bytes(const Model& m, int64_t context) {
 }
 
 // ------------------------------------------------------------------ machine figures
+// Waits for the device's queued work (an accelerator runs asynchronously; timing a call means
+// timing its completion). Nothing to wait for on the CPU.
+void synchronize(at::Device device) {
+  if (device.is_cpu()) return;
+  at::accelerator::synchronizeDevice(device.has_index() ? device.index() : at::accelerator::getDeviceIndex());
+}
+
+// The accelerator's allocator statistics (peak bytes allocated), where this LibTorch has the
+// device-generic API (2.9 and newer).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+#define GRAFT_BENCH_DEVICE_STATS 1
+c10::DeviceIndex index_of(at::Device device) {
+  return device.has_index() ? device.index() : at::accelerator::getDeviceIndex();
+}
+void reset_device_peak(at::Device device) { at::accelerator::resetPeakStats(index_of(device)); }
+double device_peak_bytes(at::Device device) {
+  const auto stats = at::accelerator::getDeviceStats(index_of(device));
+  return static_cast<double>(stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
+}
+#endif
+
 // The reference figures, each timed alternately with the figure it divides (time_pair) so that
 // load from elsewhere on the machine hits both alike.
-// An n x n x n float32 matrix product through the same LibTorch: FLOPs 2 n^3.
+// An n x n x n float32 matrix product through the same LibTorch: FLOPs 2 n^3. On an accelerator
+// n is 8192, so that the product is not bound by launching it.
 struct Gemm {
-  static constexpr int64_t n = 2048;
-  at::Tensor a = at::randn({n, n}), b = at::randn({n, n}), c = at::empty({n, n});
+  explicit Gemm(at::Device device)
+      : n(device.is_cpu() ? 2048 : 8192),
+        a(at::randn({n, n}, at::TensorOptions().device(device))),
+        b(at::randn({n, n}, at::TensorOptions().device(device))),
+        c(at::empty({n, n}, at::TensorOptions().device(device))) {}
   void operator()() { at::mm_out(c, a, b); }
-  static double flops() { return 2.0 * n * n * n; }
+  double flops() const { return 2.0 * n * n * n; }
+  int64_t n;
+  at::Tensor a, b, c;
 };
 // Memory bandwidth over 512 MiB float32 arrays (16x the L3 of the machine in RESULTS.md):
 // - read: a sum of the array, bytes read (nothing is written). A decode step only reads (every
@@ -199,7 +229,11 @@ struct Gemm {
 // - copy: STREAM's convention, bytes read plus bytes written (reported for comparison only).
 struct Stream {
   static constexpr int64_t n = 128LL << 20;  // floats
-  at::Tensor src = at::ones({n}), dst = at::zeros({n}), total = at::zeros({});
+  explicit Stream(at::Device device)
+      : src(at::ones({n}, at::TensorOptions().device(device))),
+        dst(at::zeros({n}, at::TensorOptions().device(device))),
+        total(at::zeros({}, at::TensorOptions().device(device))) {}
+  at::Tensor src, dst, total;
   void copy() { dst.copy_(src); }
   void read() { at::sum_out(total, src); }
   static double copy_bytes() { return 2.0 * 4.0 * static_cast<double>(n); }
@@ -220,6 +254,7 @@ double decode_seconds(const Model& m, const at::Tensor& prompt, int64_t steps) {
   at::Tensor next = m.forward(prompt, o).argmax(-1);
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) next = m.forward(next, o).argmax(-1);
+  synchronize(m.device());
   return seconds_since(t0);
 }
 
@@ -275,12 +310,20 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
   json out = {{"model", name}, {"dir", model_dir}, {"threads", at::get_num_threads()}};
 
   // Memory first, before anything else allocates: load, then a small inference (prefill + decode).
+  const at::Device device = parse_device(opt.device);
+  out["device"] = device.str();
   const bool peak_reset = reset_peak_rss();
   const int64_t base_kb = proc_status_kb("VmRSS");
   const int64_t base_anon_kb = proc_status_kb("RssAnon"), base_file_kb = proc_status_kb("RssFile");
+#ifdef GRAFT_BENCH_DEVICE_STATS
+  if (!device.is_cpu()) reset_device_peak(device);
+#endif
+  LoadOptions load;
+  load.device = opt.device;
   auto t0 = std::chrono::steady_clock::now();
-  const std::shared_ptr<Model> model = Model::load(model_dir);
+  const std::shared_ptr<Model> model = Model::load(model_dir, load);
   const Model& m = *model;
+  synchronize(device);
   out["load_s"] = seconds_since(t0);
   const int64_t load_kb = proc_status_kb("VmHWM") - base_kb;
   const at::Tensor prompt = random_ids(m, 1, 128, 7);
@@ -302,13 +345,31 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
                    {"after_inference_file_bytes", file_kb * 1024.0},
                    {"workload", "prefill 1x128 + 16 decode steps"},
                    {"target", kMemoryOverWeights}};
+  if (!device.is_cpu()) {
+    // The weights live in device memory: the device allocator's peak is the figure that counts.
+#ifdef GRAFT_BENCH_DEVICE_STATS
+    out["memory"]["device_peak_bytes"] = device_peak_bytes(device);
+    out["memory"]["device_peak_over_weights"] = device_peak_bytes(device) / weight_bytes;
+#endif
+  }
   log(name + ": loaded, " + std::to_string(static_cast<int64_t>(weight_bytes / (1 << 20))) + " MiB of weights");
 
-  Gemm gemm_run;
-  Stream stream;
-  const auto read_run = [&] { stream.read(); };
-  out["gemm_flops_per_s"] = Gemm::flops() / time_median(r + 2, gemm_run);
-  out["copy_bytes_per_s"] = Stream::copy_bytes() / time_median(r + 2, [&] { stream.copy(); });
+  Gemm gemm(device);
+  Stream stream(device);
+  const auto gemm_run = [&] {
+    gemm();
+    synchronize(device);
+  };
+  const auto read_run = [&] {
+    stream.read();
+    synchronize(device);
+  };
+  out["gemm_n"] = gemm.n;
+  out["gemm_flops_per_s"] = gemm.flops() / time_median(r + 2, gemm_run);
+  out["copy_bytes_per_s"] = Stream::copy_bytes() / time_median(r + 2, [&] {
+    stream.copy();
+    synchronize(device);
+  });
   out["read_bytes_per_s"] = Stream::read_bytes() / time_median(r + 2, read_run);
   log(name + ": GEMM " + std::to_string(out["gemm_flops_per_s"].get<double>() / 1e9) + " GFLOP/s, read " +
       std::to_string(out["read_bytes_per_s"].get<double>() / 1e9) + " GB/s, copy " +
@@ -324,10 +385,13 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
   json prefill = json::array();
   for (auto [b, s] : shapes) {
     const at::Tensor ids = random_ids(m, b, s, 11);
-    const auto [t_gemm, t] = time_pair(r, gemm_run, [&] { m.forward(ids); });
-    const double flops = prefill_flops(m, b, s), gemm = Gemm::flops() / t_gemm;
+    const auto [t_gemm, t] = time_pair(r, gemm_run, [&] {
+      m.forward(ids);
+      synchronize(device);
+    });
+    const double flops = prefill_flops(m, b, s), peak = gemm.flops() / t_gemm;
     prefill.push_back({{"batch", b}, {"tokens", s}, {"seconds", t}, {"tokens_per_s", b * s / t},
-                       {"flops", flops}, {"gemm_flops_per_s", gemm}, {"of_gemm_peak", flops / t / gemm}});
+                       {"flops", flops}, {"gemm_flops_per_s", peak}, {"of_gemm_peak", flops / t / peak}});
     log(name + ": prefill " + std::to_string(b) + "x" + std::to_string(s) + " " + std::to_string(b * s / t) + " tok/s");
   }
   if (opt.wants("prefill")) out["prefill"] = prefill;
@@ -368,13 +432,18 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
     plain.stop_after_layers = stats.stop_after_layers = layer + 1;
     stats.hooks = &hooks;
     const auto [t_plain, t_stats] = time_pair(
-        r, [&] { m.forward(ids, plain); },
+        r,
+        [&] {
+          m.forward(ids, plain);
+          synchronize(device);
+        },
         [&] {
           m.forward(ids, stats);
           sum.flush();
+          synchronize(device);
         });
     // The accumulation alone, on a key of the same shape.
-    const at::Tensor k = at::randn({ids.numel(), width});
+    const at::Tensor k = at::randn({ids.numel(), width}, at::TensorOptions().device(device));
     const double t_kkt = time_median(r, [&] {
       sum.add(k);
       sum.flush();
@@ -392,7 +461,16 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
     Hooks empty(m.arch().num_layers());
     ForwardOptions none, with_empty;
     with_empty.hooks = &empty;
-    const auto [t_null, t_empty] = time_pair(4 * r + 1, [&] { m.forward(ids, none); }, [&] { m.forward(ids, with_empty); });
+    const auto [t_null, t_empty] = time_pair(
+        4 * r + 1,
+        [&] {
+          m.forward(ids, none);
+          synchronize(device);
+        },
+        [&] {
+          m.forward(ids, with_empty);
+          synchronize(device);
+        });
     out["hooks"] = {{"null_s", t_null}, {"empty_s", t_empty}, {"overhead", t_empty / t_null - 1.0}, {"target", kHooksOverhead}};
     log(name + ": empty-hooks overhead " + std::to_string(t_empty / t_null - 1.0));
   }
@@ -449,16 +527,17 @@ std::string verdict(bool pass) { return pass ? "PASS" : "MISS"; }
 
 std::string format_tables(const json& results) {
   std::ostringstream o;
-  o << "Reference figures (per model process, at its start): GEMM 2048^3 float32; read: sum of 512 MiB (bytes read);\n"
-       "copy: 512 MiB (STREAM convention, bytes read + bytes written; for comparison only).\n"
-       "Each ratio below divides by a reference timed alternately with it\n";
-  o << "model          layers  weights MiB  GEMM GFLOP/s  read GB/s  copy GB/s  load ms  threads\n";
+  o << "Reference figures (per model process, at its start, on its device): GEMM n^3 float32 (n 2048 on the CPU,\n"
+       "8192 on an accelerator); read: sum of 512 MiB (bytes read); copy: 512 MiB (STREAM convention, bytes read +\n"
+       "bytes written; for comparison only). Each ratio below divides by a reference timed alternately with it\n";
+  o << "model          layers  weights MiB  GEMM GFLOP/s  read GB/s  copy GB/s  load ms  threads  device\n";
   for (const auto& r : results)
     o << r["model"].get<std::string>() << std::string(15 - std::min<size_t>(14, r["model"].get<std::string>().size()), ' ')
       << fmt("%6.0f", r["layers"].get<double>()) << fmt("  %11.0f", r["weight_bytes"].get<double>() / 1048576.0)
       << fmt("  %12.1f", r["gemm_flops_per_s"].get<double>() / 1e9) << fmt("  %9.2f", r["read_bytes_per_s"].get<double>() / 1e9)
       << fmt("  %9.2f", r["copy_bytes_per_s"].get<double>() / 1e9)
-      << fmt("  %7.1f", 1e3 * r["load_s"].get<double>()) << fmt("  %7.0f", r["threads"].get<double>()) << "\n";
+      << fmt("  %7.1f", 1e3 * r["load_s"].get<double>()) << fmt("  %7.0f", r["threads"].get<double>()) << "  "
+      << r.value("device", std::string("cpu")) << "\n";
 
   auto name = [](const json& r) {
     std::string n = r["model"].get<std::string>();
@@ -527,6 +606,17 @@ std::string format_tables(const json& results) {
       << verdict(ratio <= kMemoryOverWeights) << (mem["peak_reset"].get<bool>() ? "" : " (peak not reset)")
       << fmt("  %19.0f", mem.value("after_inference_anon_bytes", 0.0) / 1048576.0)
       << fmt("  %8.0f", mem.value("after_inference_file_bytes", 0.0) / 1048576.0) << "\n";
+  }
+  if (std::any_of(results.begin(), results.end(), [](const json& r) { return r["memory"].contains("device_peak_bytes"); })) {
+    o << "\nDevice memory: the accelerator allocator's peak (load + prefill 1 x 128 + 16 decode steps) over weight bytes\n";
+    o << "model         weights MiB  device peak MiB  ratio  target <= 1.2\n";
+  }
+  for (const auto& r : results) {
+    if (!r["memory"].contains("device_peak_bytes")) continue;
+    const double ratio = r["memory"]["device_peak_over_weights"].get<double>();
+    o << name(r) << fmt("%11.0f", r["weight_bytes"].get<double>() / 1048576.0)
+      << fmt("  %15.0f", r["memory"]["device_peak_bytes"].get<double>() / 1048576.0) << fmt("  %5.2f", ratio) << "  "
+      << verdict(ratio <= kMemoryOverWeights) << "\n";
   }
   for (const auto& r : results) {
     if (r.contains("key_statistics")) {

@@ -17,6 +17,9 @@ struct Options {
   int repeats = 3;     // timed runs per figure (after one warm-up); the median is reported
   int threads = 0;     // intra-op threads (0: LibTorch's default, one per core)
   std::string facts_dir;  // the bundled facts model (ROME / MEMIT / KeyStatistics rows)
+  // cpu, cuda, cuda:N or mps: where the model and the reference figures run. Every timed call ends
+  // with a device synchronisation; memory peaks are then the device allocator's.
+  std::string device = "cpu";
   // Which measurements to take (section_names()); empty: all. The reference figures and the memory
   // peaks are always taken. With a subset, a model can be measured at full depth in minutes.
   std::vector<std::string> sections;

@@ -3,14 +3,16 @@
 
 Run by ``graft bench --peer`` or standalone::
 
-    python3 bench/peer_transformers.py --graft build-bench/graft [--quick] [--repeats 3] [--json]
+    python3 bench/peer_transformers.py --graft build-bench/graft [--quick] [--repeats 3] [--json] [--device cuda]
 
 The random models are written by ``graft bench --write-models DIR`` (the same shapes as the C++
 benchmark) and both libraries load that one directory: transformers in float32 with
 ``attn_implementation="sdpa"``. Timings: one warm-up, then the median of ``--repeats``, graft and
 transformers alternated run by run. Ratios are
 transformers time / graft time: above 1 means graft is faster. Peak memory is measured in a fresh
-child process per (library, model): resident-set peak over the resident set after imports.
+child process per (library, model): resident-set peak over the resident set after imports, or on
+CUDA the allocator's peak (both libraries allocate through the same LibTorch). On an accelerator
+every timed call ends with a synchronisation.
 TransformerLens is not installed here and is not compared.
 """
 import argparse
@@ -50,6 +52,17 @@ def timed_pair(fa, fb, repeats):
     return statistics.median(ta), statistics.median(tb)
 
 
+def synchronizer(device):
+    """A function that waits for the device's queued work (nothing to wait for on the CPU)."""
+    import torch
+    kind = torch.device(device).type
+    return (lambda: None) if kind == "cpu" else getattr(torch, kind).synchronize
+
+
+def synced(fn, sync):
+    return lambda: (fn(), sync())
+
+
 def rss_kb(field):
     with open("/proc/self/status") as f:
         for line in f:
@@ -76,31 +89,37 @@ def down_proj_modules(hf):
     return out
 
 
-def memory_child(library, path, threads):
-    """Peak resident memory (bytes above the post-import baseline) of load + prefill 1x128 + 16 decode steps."""
+def memory_child(library, path, threads, device):
+    """Peak memory of load + prefill 1x128 + 16 decode steps: resident bytes above the post-import
+    baseline, or on CUDA the allocator's peak bytes."""
     import torch
     import graft
     if threads > 0:
         torch.set_num_threads(threads)
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     base = rss_kb("VmRSS")
-    ids = torch.randint(1, 100, (1, 128))
+    ids = torch.randint(1, 100, (1, 128), device=device)
     with torch.inference_mode():
         if library == "graft":
-            m = graft.load(path)
+            m = graft.load(path, device=device)
             m(ids)
             m.generate(ids, max_new_tokens=16, stop_tokens=[])
         else:
-            m = load_hf(path)
+            m = load_hf(path).to(device)
             m(ids)
             m.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False)
-    print(json.dumps({"peak_bytes": (rss_kb("VmHWM") - base) * 1024}))
+    peak = torch.cuda.max_memory_allocated(device) if on_cuda else (rss_kb("VmHWM") - base) * 1024
+    print(json.dumps({"peak_bytes": peak}))
 
 
-def compare(name, path, repeats, quick, graft_bin, threads):
+def compare(name, path, repeats, quick, graft_bin, threads, device):
     import torch
     import graft
-    g = graft.load(path)
-    hf = load_hf(path)
+    g = graft.load(path, device=device)
+    hf = load_hf(path).to(device)
+    sync = synchronizer(device)
     vocab = hf.config.get_text_config().vocab_size
     gen = torch.Generator().manual_seed(5)
     rows = []
@@ -112,18 +131,19 @@ def compare(name, path, repeats, quick, graft_bin, threads):
         for batch, tokens in [(1, 128), (1, 512)] if quick else [(1, 128), (1, 512), (8, 128)]:
             if tokens > hf.config.get_text_config().max_position_embeddings:
                 continue
-            ids = torch.randint(1, vocab, (batch, tokens), generator=gen)
-            row(f"prefill {batch}x{tokens}", *timed_pair(lambda: g(ids), lambda: hf(ids, use_cache=False), repeats))
+            ids = torch.randint(1, vocab, (batch, tokens), generator=gen).to(device)
+            row(f"prefill {batch}x{tokens}", *timed_pair(synced(lambda: g(ids), sync),
+                                                         synced(lambda: hf(ids, use_cache=False), sync), repeats))
 
         # Decode with the cache: generate(steps) - generate(1) over (steps - 1) tokens, greedy, no stop tokens.
         steps = 16 if quick else 32
-        prompt = torch.randint(1, vocab, (1, 128), generator=gen)
+        prompt = torch.randint(1, vocab, (1, 128), generator=gen).to(device)
 
         def g_gen(n):
-            return lambda: g.generate(prompt, max_new_tokens=n, stop_tokens=[])
+            return synced(lambda: g.generate(prompt, max_new_tokens=n, stop_tokens=[]), sync)
 
         def hf_gen(n):
-            return lambda: hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            return synced(lambda: hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False), sync)
 
         g_long, hf_long = timed_pair(g_gen(steps), hf_gen(steps), repeats)
         g_short, hf_short = timed_pair(g_gen(1), hf_gen(1), repeats)
@@ -131,15 +151,15 @@ def compare(name, path, repeats, quick, graft_bin, threads):
 
         # A forward that keeps every layer's MLP key (graft: blocks.{i}.mlp.hook_post; transformers:
         # output_hidden_states plus forward pre-hooks on the down projections).
-        ids = torch.randint(1, vocab, (1, 128), generator=gen)
+        ids = torch.randint(1, vocab, (1, 128), generator=gen).to(device)
         names = [f"blocks.{i}.mlp.hook_post" for i in range(g.num_layers)]
         store = {}
         handles = [m.register_forward_pre_hook(lambda mod, args, i=i: store.__setitem__(i, args[0].detach()))
                    for i, m in down_proj_modules(hf)]
         try:
-            row("forward caching MLP keys 1x128", *timed_pair(lambda: g.run_with_cache(ids, names),
-                                                             lambda: hf(ids, use_cache=False, output_hidden_states=True),
-                                                             repeats))
+            row("forward caching MLP keys 1x128",
+                *timed_pair(synced(lambda: g.run_with_cache(ids, names), sync),
+                            synced(lambda: hf(ids, use_cache=False, output_hidden_states=True), sync), repeats))
         finally:
             for h in handles:
                 h.remove()
@@ -148,7 +168,8 @@ def compare(name, path, repeats, quick, graft_bin, threads):
     # Peak memory: a fresh process per library.
     peaks = {}
     for library in ("graft", "transformers"):
-        out = subprocess.run([sys.executable, __file__, "--graft", graft_bin, "--memory-child", library, path, "--threads", str(threads)],
+        out = subprocess.run([sys.executable, __file__, "--graft", graft_bin, "--memory-child", library, path,
+                              "--threads", str(threads), "--device", device],
                              check=True, capture_output=True, text=True, env=child_env(graft_bin)).stdout
         peaks[library] = json.loads(out.strip().splitlines()[-1])["peak_bytes"]
     rows.append({"model": name, "row": "peak memory (bytes)", "graft_s": peaks["graft"],
@@ -171,11 +192,12 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (both libraries)")
     ap.add_argument("--memory-child", nargs=2, metavar=("LIBRARY", "DIR"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(a.graft)), "python"))
     if a.memory_child:
-        return memory_child(*a.memory_child, a.threads)
+        return memory_child(*a.memory_child, a.threads, a.device)
 
     import torch
     import transformers
@@ -192,15 +214,16 @@ def main():
         for m in models:
             path = os.path.join(source, "models", "gemma4_facts") if m == "gemma4-facts" else os.path.join(tmp, m)
             print(f"peer: {m}", file=sys.stderr, flush=True)
-            rows += compare(m, path, a.repeats, a.quick, a.graft, a.threads)
+            rows += compare(m, path, a.repeats, a.quick, a.graft, a.threads, a.device)
 
     info = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-            "attention": "sdpa", "dtype": "float32", "python": platform.python_version(), "quick": a.quick}
+            "attention": "sdpa", "dtype": "float32", "python": platform.python_version(), "quick": a.quick,
+            "device": a.device}
     if a.json:
         print(json.dumps({"info": info, "rows": rows}, indent=1))
         return
     print(f"\ngraft vs transformers {info['transformers']} (torch {info['torch']}, {info['threads']} threads, "
-          f"float32, sdpa); ratio = transformers / graft, > 1: graft faster (or smaller)")
+          f"float32, sdpa, {a.device}); ratio = transformers / graft, > 1: graft faster (or smaller)")
     print(f"{'model':<14}{'row':<34}{'graft':>12}{'transformers':>14}{'ratio':>8}  target")
     for r in rows:
         if r["row"].startswith("peak memory"):

@@ -14,6 +14,7 @@
 #include "bench/bench.h"
 #include "bindings/cli/commands.h"
 #include "core/error.h"
+#include "core/tensor.h"
 
 namespace graft::cli {
 namespace {
@@ -23,7 +24,7 @@ struct BenchArgs {
   bool quick = false, json = false, peer = false;
   int repeats = 3, threads = 0;
   std::vector<std::string> models, sections;
-  std::string facts_dir, write_models, json_out;
+  std::string facts_dir, write_models, json_out, device = "cpu";
   std::string child, child_dir, child_out;  // internal: one model in this process
 };
 
@@ -46,11 +47,13 @@ int run_process(const std::vector<std::string>& args) {
 }
 
 int run_bench(const BenchArgs& a) {
+  parse_device(a.device);  // an unusable device is refused before any model is written
   bench::Options opt;
   opt.quick = a.quick;
   opt.repeats = a.repeats;
   opt.threads = a.threads;
   opt.sections = a.sections;
+  opt.device = a.device;
   opt.facts_dir = a.facts_dir.empty() ? bench::source_dir() + "/models/gemma4_facts" : a.facts_dir;
   auto log = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
 
@@ -78,7 +81,8 @@ int run_bench(const BenchArgs& a) {
     }
     const std::string out = tmp + "/" + m + ".json";
     std::vector<std::string> cmd = {self_path(), "bench", "--child", m, "--child-dir", dir, "--child-out", out,
-                                    "--repeats", std::to_string(a.repeats), "--threads", std::to_string(a.threads)};
+                                    "--repeats", std::to_string(a.repeats), "--threads", std::to_string(a.threads),
+                                    "--device", a.device};
     if (a.quick) cmd.push_back("--quick");
     for (const auto& s : a.sections) cmd.insert(cmd.end(), {"--sections", s});
     const int rc = run_process(cmd);
@@ -102,6 +106,7 @@ int run_bench(const BenchArgs& a) {
                                     "--graft", self_path(), "--repeats", std::to_string(a.repeats), "--threads", std::to_string(a.threads)};
     if (a.quick) cmd.push_back("--quick");
     if (a.json) cmd.push_back("--json");
+    cmd.insert(cmd.end(), {"--device", a.device});
     return run_process(cmd);
   }
   return 0;
@@ -118,6 +123,8 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--repeats", args->repeats, "timed runs per figure (median reported)")->check(CLI::Range(1, 100));
   cmd->add_option("--threads", args->threads, "intra-op threads (0: one per core)")->check(CLI::Range(0, 1024));
   cmd->add_option("--models", args->models, "subset of: gemma4-e2b llama-1b gpt2-small gemma4-facts")->delimiter(',');
+  cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or mps: where the models and the reference figures run")
+      ->capture_default_str();
   cmd->add_option("--sections", args->sections,
                   "measure only these (memory and the reference figures always): prefill decode statistics hooks editors")
       ->delimiter(',')

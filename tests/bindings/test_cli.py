@@ -99,3 +99,10 @@ def test_bench_refuses_an_unknown_section():
     result = graft("bench", "--sections", "decode,speed", check=False)
     assert result.returncode == 2
     assert "--sections" in result.stderr and "speed" in result.stderr
+
+
+def test_bench_refuses_a_device_it_cannot_use_before_writing_anything():
+    result = graft("bench", "--device", "tpu:9", check=False)
+    assert result.returncode == 2
+    assert "--device" in result.stderr and "tpu:9" in result.stderr
+    assert "writing random weights" not in result.stderr
