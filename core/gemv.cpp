@@ -11,10 +11,7 @@
 namespace graft {
 namespace {
 
-using simd::load;
-using simd::reduce;
-using simd::store;
-using simd::v16;
+using namespace simd;  // v16, load, store, reduce
 
 // Y[i, r] = sum_j X[i, j] W[r, j] for weight rows [r0, r1); W row-major with row stride ld, X [m, n]
 // contiguous, Y [m, out] contiguous. Four weight rows at a time, each read once from memory and

@@ -11,10 +11,7 @@
 namespace graft {
 namespace {
 
-using simd::load;
-using simd::reduce;
-using simd::store;
-using simd::v16;
+using namespace simd;  // v16, load, store, reduce
 
 // Rows [r0, r1) of X [rows, n] into Y; scale is null (no weight) or n floats (weight + offset).
 GRAFT_KERNEL void rms_norm_rows(const float* __restrict x, const float* __restrict scale, int64_t n, float eps,

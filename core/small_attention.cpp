@@ -14,10 +14,7 @@
 namespace graft {
 namespace {
 
-using simd::load;
-using simd::reduce;
-using simd::store;
-using simd::v16;
+using namespace simd;  // v16, load, store, reduce
 
 // Inlined into the kernel's per-instruction-set copies.
 __attribute__((always_inline)) inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
