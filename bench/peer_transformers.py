@@ -98,6 +98,7 @@ def memory_child(library, path, threads, device):
         torch.set_num_threads(threads)
     on_cuda = torch.device(device).type == "cuda"
     if on_cuda:
+        torch.cuda.init()  # with an explicit index, resetting the stats does not start CUDA itself
         torch.cuda.reset_peak_memory_stats(device)
     base = rss_kb("VmRSS")
     ids = torch.randint(1, 100, (1, 128), device=device)

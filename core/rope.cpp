@@ -144,6 +144,7 @@ at::Tensor fused_rotary(const at::Tensor& x, const RotaryTable& table) {
   if (x.dim() != 4 || cos.dim() != 4 || cos.sizes() != sin.sizes()) return {};
   const int64_t batch = x.size(0), seq = x.size(1), dim = cos.size(3);
   if (cos.size(0) != batch || cos.size(1) != seq || cos.size(2) != 1 || dim % 2 != 0 || dim > x.size(3)) return {};
+  if (x.numel() == 0) return {};
   const at::Tensor xc = x.contiguous(), cc = cos.contiguous(), sc = sin.contiguous();
   at::Tensor out = at::empty(x.sizes(), x.options());
   const int64_t heads = x.size(2), head_dim = x.size(3);

@@ -8,7 +8,9 @@
 
 namespace graft::simd {
 
-// The helpers below are always inlined: no v16 crosses a call (GCC's -Wpsabi note is moot).
+// The helpers below are always inlined: no v16 crosses a call, so GCC's -Wpsabi note is moot. It
+// is silenced for the rest of the including file (it fires where the helpers are used, too): include
+// this header only from kernel sources.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 typedef float v16 __attribute__((vector_size(64)));

@@ -41,26 +41,29 @@ GRAFT_KERNEL void attend_row(const float* __restrict q, const float* __restrict 
                              float* __restrict out) {
   const float minus_inf = -std::numeric_limits<float>::infinity();
   float top = minus_inf;
+  bool any = false;
   for (int64_t t = 0; t < keys; ++t) {
     float s = minus_inf;
     if (allowed[t * allowed_step]) {
+      any = true;
       s = dot(q, k + t * k_row, head_dim) * scale;
       if (cap != 0.0f) s = std::tanh(s / cap) * cap;
+      top = std::isnan(s) ? s : std::max(top, s);  // NaN in, NaN out (as LibTorch's softmax)
+      if (std::isnan(top)) break;
     }
     scores[t] = s;
-    top = std::max(top, s);
   }
-  std::fill(out, out + head_dim, 0.0f);
-  if (top == minus_inf) return;  // no key allowed: callers never ask (attention_allowed keeps one)
+  std::fill(out, out + head_dim, std::isnan(top) ? top : 0.0f);
+  if (!any || std::isnan(top)) return;  // no key allowed: callers never ask (attention_allowed keeps one)
   float total = 0;
   for (int64_t t = 0; t < keys; ++t) {
-    const float e = scores[t] == minus_inf ? 0.0f : std::exp(scores[t] - top);
+    const float e = allowed[t * allowed_step] ? std::exp(scores[t] - top) : 0.0f;
     scores[t] = e;
     total += e;
   }
   const float inverse = 1.0f / total;
   for (int64_t t = 0; t < keys; ++t)
-    if (scores[t] != 0.0f) add_scaled(out, v + t * v_row, scores[t] * inverse, head_dim);
+    if (allowed[t * allowed_step]) add_scaled(out, v + t * v_row, scores[t] * inverse, head_dim);
 }
 
 bool rows_contiguous(const at::Tensor& t) { return t.dim() == 4 && t.stride(3) == 1; }

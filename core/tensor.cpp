@@ -1,6 +1,7 @@
 #include "core/tensor.h"
 
 #include <ATen/Context.h>
+#include <ATen/DeviceAccelerator.h>
 
 #include "core/error.h"
 
@@ -65,8 +66,13 @@ at::Device parse_device(const std::string& device) {
   } catch (const std::exception&) {
     throw InputError("--device \"" + device + "\": not a device (use cpu, cuda, cuda:N or mps)");
   }
+  if (!parsed.is_cpu() && !parsed.is_cuda() && !parsed.is_mps())
+    throw InputError("--device \"" + device + "\": not supported (use cpu, cuda, cuda:N or mps)");
   if (parsed.is_cuda() && !at::hasCUDA())
     throw InputError("--device " + device + ": this LibTorch build has no CUDA support or no GPU is visible");
+  if (parsed.is_cuda() && parsed.has_index() && parsed.index() >= at::accelerator::deviceCount())
+    throw InputError("--device " + device + ": only " + std::to_string(at::accelerator::deviceCount()) +
+                     " GPU(s) are visible (cuda:0 to cuda:" + std::to_string(at::accelerator::deviceCount() - 1) + ")");
   if (parsed.is_mps() && !at::hasMPS())
     throw InputError("--device " + device + ": MPS is not available in this LibTorch build");
   return parsed;

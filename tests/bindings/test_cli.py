@@ -101,8 +101,9 @@ def test_bench_refuses_an_unknown_section():
     assert "--sections" in result.stderr and "speed" in result.stderr
 
 
-def test_bench_refuses_a_device_it_cannot_use_before_writing_anything():
-    result = graft("bench", "--device", "tpu:9", check=False)
+@pytest.mark.parametrize("device", ["tpu:9", "meta", "cuda:64"])
+def test_bench_refuses_a_device_it_cannot_use_before_writing_anything(device):
+    result = graft("bench", "--device", device, check=False)
     assert result.returncode == 2
-    assert "--device" in result.stderr and "tpu:9" in result.stderr
+    assert "--device" in result.stderr and device in result.stderr
     assert "writing random weights" not in result.stderr

@@ -71,6 +71,17 @@ TEST(SmallQueryAttention, ReadsNarrowedCacheViews) {
   EXPECT_LE((z.to(at::kDouble) - reference(q, k, v, allowed, 0.2, 0.0)).abs().max().item<double>(), 1e-5);
 }
 
+TEST(SmallQueryAttention, NanInNanOutAsLibTorch) {
+  at::Tensor q = randn({1, 1, 2, 16}, 41);
+  q[0][0][0][3] = std::numeric_limits<float>::quiet_NaN();  // query head 0 only
+  const at::Tensor k = randn({1, 1, 5, 16}, 42), v = randn({1, 1, 5, 16}, 43);
+  const at::Tensor allowed = at::ones({1, 1, 1, 5}, at::TensorOptions().dtype(at::kBool));
+  const at::Tensor z = small_query_attention(q.transpose(1, 2), k, v, allowed, 0.25, 0.0);
+  ASSERT_TRUE(z.defined());
+  EXPECT_TRUE(z.select(1, 0).isnan().all().item<bool>());
+  EXPECT_FALSE(z.select(1, 1).isnan().any().item<bool>());
+}
+
 TEST(SmallQueryAttention, IsTheSameForAnyThreadCount) {
   const at::Tensor q = randn({2, 1, 8, 64}, 21).transpose(1, 2);
   const at::Tensor k = randn({2, 2, 3000, 64}, 22), v = randn({2, 2, 3000, 64}, 23);
