@@ -51,30 +51,41 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// One warm-up, then `repeats` timed runs; the median in seconds.
-double time_median(int repeats, const std::function<void()>& fn) {
+c10::DeviceIndex index_of(at::Device device) {
+  return device.has_index() ? device.index() : at::accelerator::getDeviceIndex();
+}
+
+// Waits for the device's queued work (an accelerator runs asynchronously; timing a call means
+// timing its completion). Nothing to wait for on the CPU.
+void synchronize(at::Device device) {
+  if (!device.is_cpu()) at::accelerator::synchronizeDevice(index_of(device));
+}
+
+// Seconds one call of `fn` takes to complete on `device`. Every figure below is timed through it.
+double seconds_of(at::Device device, const std::function<void()>& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
   fn();
+  synchronize(device);
+  return seconds_since(t0);
+}
+
+// One warm-up, then `repeats` timed runs; the median in seconds.
+double time_median(at::Device device, int repeats, const std::function<void()>& fn) {
+  seconds_of(device, fn);
   std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(seconds_since(t0));
-  }
+  for (int i = 0; i < repeats; ++i) t.push_back(seconds_of(device, fn));
   return median(t);
 }
 
 // Two functions timed alternately (so drift hits both alike): medians of each.
-std::pair<double, double> time_pair(int repeats, const std::function<void()>& a, const std::function<void()>& b) {
-  a();
-  b();
+std::pair<double, double> time_pair(at::Device device, int repeats, const std::function<void()>& a,
+                                    const std::function<void()>& b) {
+  seconds_of(device, a);
+  seconds_of(device, b);
   std::vector<double> ta, tb;
   for (int i = 0; i < repeats; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    a();
-    ta.push_back(seconds_since(t0));
-    t0 = std::chrono::steady_clock::now();
-    b();
-    tb.push_back(seconds_since(t0));
+    ta.push_back(seconds_of(device, a));
+    tb.push_back(seconds_of(device, b));
   }
   return {median(ta), median(tb)};
 }
@@ -187,20 +198,10 @@ double decode_bytes(const Model& m, int64_t context) {
 }
 
 // ------------------------------------------------------------------ machine figures
-// Waits for the device's queued work (an accelerator runs asynchronously; timing a call means
-// timing its completion). Nothing to wait for on the CPU.
-void synchronize(at::Device device) {
-  if (device.is_cpu()) return;
-  at::accelerator::synchronizeDevice(device.has_index() ? device.index() : at::accelerator::getDeviceIndex());
-}
-
 // The accelerator's allocator statistics (peak bytes allocated), where this LibTorch has the
 // device-generic API (2.9 and newer).
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
 #define GRAFT_BENCH_DEVICE_STATS 1
-c10::DeviceIndex index_of(at::Device device) {
-  return device.has_index() ? device.index() : at::accelerator::getDeviceIndex();
-}
 void reset_device_peak(at::Device device) { at::accelerator::resetPeakStats(index_of(device)); }
 double device_peak_bytes(at::Device device) {
   const auto stats = at::accelerator::getDeviceStats(index_of(device));
@@ -253,10 +254,9 @@ double decode_seconds(const Model& m, const at::Tensor& prompt, int64_t steps) {
   o.last_position_only = true;
   at::Tensor next = m.forward(prompt, o).argmax(-1);
   synchronize(m.device());  // the prefill is not part of the decode time
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < steps; ++i) next = m.forward(next, o).argmax(-1);
-  synchronize(m.device());
-  return seconds_since(t0);
+  return seconds_of(m.device(), [&] {
+    for (int64_t i = 0; i < steps; ++i) next = m.forward(next, o).argmax(-1);
+  });
 }
 
 std::vector<std::string> split_lines(const std::string& path, size_t max_lines) {
@@ -349,50 +349,40 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
                    {"after_inference_file_bytes", file_kb * 1024.0},
                    {"workload", "prefill 1x128 + 16 decode steps"},
                    {"target", kMemoryOverWeights}};
-  if (!device.is_cpu()) {
-    // The weights live in device memory: the device allocator's peak is the figure that counts.
 #ifdef GRAFT_BENCH_DEVICE_STATS
-    out["memory"]["device_peak_bytes"] = device_peak_bytes(device);
-    out["memory"]["device_peak_over_weights"] = device_peak_bytes(device) / weight_bytes;
-#endif
+  if (!device.is_cpu()) {  // the weights live in device memory: the device allocator's peak counts
+    const double device_peak = device_peak_bytes(device);
+    out["memory"]["device_peak_bytes"] = device_peak;
+    out["memory"]["device_peak_over_weights"] = device_peak / weight_bytes;
   }
+#endif
   log(name + ": loaded, " + std::to_string(static_cast<int64_t>(weight_bytes / (1 << 20))) + " MiB of weights");
 
   Gemm gemm(device);
   Stream stream(device);
-  const auto gemm_run = [&] {
-    gemm();
-    synchronize(device);
-  };
-  const auto read_run = [&] {
-    stream.read();
-    synchronize(device);
-  };
+  const auto gemm_run = [&] { gemm(); };
+  const auto read_run = [&] { stream.read(); };
   out["gemm_n"] = gemm.n;
-  out["gemm_flops_per_s"] = gemm.flops() / time_median(r + 2, gemm_run);
-  out["copy_bytes_per_s"] = Stream::copy_bytes() / time_median(r + 2, [&] {
-    stream.copy();
-    synchronize(device);
-  });
-  out["read_bytes_per_s"] = Stream::read_bytes() / time_median(r + 2, read_run);
+  out["gemm_flops_per_s"] = gemm.flops() / time_median(device, r + 2, gemm_run);
+  out["copy_bytes_per_s"] = Stream::copy_bytes() / time_median(device, r + 2, [&] { stream.copy(); });
+  out["read_bytes_per_s"] = Stream::read_bytes() / time_median(device, r + 2, read_run);
   log(name + ": GEMM " + std::to_string(out["gemm_flops_per_s"].get<double>() / 1e9) + " GFLOP/s, read " +
       std::to_string(out["read_bytes_per_s"].get<double>() / 1e9) + " GB/s, copy " +
       std::to_string(out["copy_bytes_per_s"].get<double>() / 1e9) + " GB/s");
 
   // Prefill.
   std::vector<std::pair<int64_t, int64_t>> shapes;
-  if (opt.wants("prefill")) shapes = {{1, 128}, {1, 512}, {8, 128}};
-  if (opt.wants("prefill") && !opt.quick) shapes.push_back({8, 512});
+  if (opt.wants("prefill")) {
+    shapes = {{1, 128}, {1, 512}, {8, 128}};
+    if (!opt.quick) shapes.push_back({8, 512});
+  }
   if (m.spec().max_position_embeddings > 0)
     shapes.erase(std::remove_if(shapes.begin(), shapes.end(), [&](auto s) { return s.second > m.spec().max_position_embeddings; }),
                  shapes.end());
   json prefill = json::array();
   for (auto [b, s] : shapes) {
     const at::Tensor ids = random_ids(m, b, s, 11);
-    const auto [t_gemm, t] = time_pair(r, gemm_run, [&] {
-      m.forward(ids);
-      synchronize(device);
-    });
+    const auto [t_gemm, t] = time_pair(device, r, gemm_run, [&] { m.forward(ids); });
     const double flops = prefill_flops(m, b, s), peak = gemm.flops() / t_gemm;
     prefill.push_back({{"batch", b}, {"tokens", s}, {"seconds", t}, {"tokens_per_s", b * s / t},
                        {"flops", flops}, {"gemm_flops_per_s", peak}, {"of_gemm_peak", flops / t / peak}});
@@ -406,9 +396,7 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
     std::vector<double> t, t_read;
     decode_seconds(m, prompt, steps);  // warm-up
     for (int i = 0; i < r; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      read_run();
-      t_read.push_back(seconds_since(t0));
+      t_read.push_back(seconds_of(device, read_run));
       t.push_back(decode_seconds(m, prompt, steps));
     }
     const double sec = median(t), read = Stream::read_bytes() / median(t_read);
@@ -436,19 +424,14 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
     plain.stop_after_layers = stats.stop_after_layers = layer + 1;
     stats.hooks = &hooks;
     const auto [t_plain, t_stats] = time_pair(
-        r,
-        [&] {
-          m.forward(ids, plain);
-          synchronize(device);
-        },
+        device, r, [&] { m.forward(ids, plain); },
         [&] {
           m.forward(ids, stats);
           sum.flush();
-          synchronize(device);
         });
     // The accumulation alone, on a key of the same shape.
     const at::Tensor k = at::randn({ids.numel(), width}, at::TensorOptions().device(device));
-    const double t_kkt = time_median(r, [&] {
+    const double t_kkt = time_median(device, r, [&] {
       sum.add(k);
       sum.flush();
     });
@@ -465,16 +448,8 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
     Hooks empty(m.arch().num_layers());
     ForwardOptions none, with_empty;
     with_empty.hooks = &empty;
-    const auto [t_null, t_empty] = time_pair(
-        4 * r + 1,
-        [&] {
-          m.forward(ids, none);
-          synchronize(device);
-        },
-        [&] {
-          m.forward(ids, with_empty);
-          synchronize(device);
-        });
+    const auto [t_null, t_empty] =
+        time_pair(device, 4 * r + 1, [&] { m.forward(ids, none); }, [&] { m.forward(ids, with_empty); });
     out["hooks"] = {{"null_s", t_null}, {"empty_s", t_empty}, {"overhead", t_empty / t_null - 1.0}, {"target", kHooksOverhead}};
     log(name + ": empty-hooks overhead " + std::to_string(t_empty / t_null - 1.0));
   }
@@ -551,8 +526,10 @@ std::string format_tables(const json& results) {
   auto measured = [&](const char* section) {
     return std::any_of(results.begin(), results.end(), [&](const json& r) { return r.contains(section); });
   };
-  if (measured("prefill")) o << "\nPrefill (FLOPs: 2mnk for every matrix and for QK^T, PV over the full square)\n";
-  if (measured("prefill")) o << "model         batch x tokens   tokens/s  GEMM GFLOP/s  of GEMM peak  target\n";
+  if (measured("prefill")) {
+    o << "\nPrefill (FLOPs: 2mnk for every matrix and for QK^T, PV over the full square)\n";
+    o << "model         batch x tokens   tokens/s  GEMM GFLOP/s  of GEMM peak  target\n";
+  }
   for (const auto& r : results)
     for (const auto& p : r.value("prefill", json::array())) {
       const bool target_row = r["model"] == "llama-1b" && p["tokens"] == 512;
