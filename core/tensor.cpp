@@ -70,9 +70,12 @@ at::Device parse_device(const std::string& device) {
     throw InputError("--device \"" + device + "\": not supported (use cpu, cuda, cuda:N or mps)");
   if (parsed.is_cuda() && !at::hasCUDA())
     throw InputError("--device " + device + ": this LibTorch build has no CUDA support or no GPU is visible");
-  if (parsed.is_cuda() && parsed.has_index() && parsed.index() >= at::accelerator::deviceCount())
-    throw InputError("--device " + device + ": only " + std::to_string(at::accelerator::deviceCount()) +
-                     " GPU(s) are visible (cuda:0 to cuda:" + std::to_string(at::accelerator::deviceCount() - 1) + ")");
+  if (parsed.is_cuda() && parsed.has_index()) {
+    const int gpus = at::accelerator::deviceCount();
+    if (parsed.index() >= gpus)
+      throw InputError("--device " + device + ": only " + std::to_string(gpus) + " GPU(s) are visible (cuda:0 to cuda:" +
+                       std::to_string(gpus - 1) + ")");
+  }
   if (parsed.is_mps() && !at::hasMPS())
     throw InputError("--device " + device + ": MPS is not available in this LibTorch build");
   return parsed;
