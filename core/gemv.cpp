@@ -11,7 +11,7 @@
 namespace graft {
 namespace {
 
-using namespace simd;  // v16, load, store, reduce
+using namespace simd;  // v16, load, store, reduce, dot
 
 // Y[i, r] = sum_j X[i, j] W[r, j] for weight rows [r0, r1); W row-major with row stride ld, X [m, n]
 // contiguous, Y [m, out] contiguous. Four weight rows at a time, each read once from memory and
@@ -48,14 +48,7 @@ GRAFT_KERNEL void out_in_kernel(const float* __restrict w, int64_t ld, const flo
   }
   for (; r < r1; ++r) {
     const float* wr = w + r * ld;
-    for (int64_t i = 0; i < m; ++i) {
-      const float* xi = x + i * n;
-      v16 a = {};
-      for (int64_t j = 0; j < nv; j += 16) a += load(wr + j) * load(xi + j);
-      float s = reduce(a);
-      for (int64_t j = nv; j < n; ++j) s += wr[j] * xi[j];
-      y[i * out + r] = s;
-    }
+    for (int64_t i = 0; i < m; ++i) y[i * out + r] = dot(wr, x + i * n, n);
   }
 }
 

@@ -11,7 +11,7 @@
 namespace graft {
 namespace {
 
-using namespace simd;  // v16, load, store, reduce
+using namespace simd;  // v16, load, store, dot
 
 // Rows [r0, r1) of X [rows, n] into Y; scale is null (no weight) or n floats (weight + offset).
 GRAFT_KERNEL void rms_norm_rows(const float* __restrict x, const float* __restrict scale, int64_t n, float eps,
@@ -20,14 +20,7 @@ GRAFT_KERNEL void rms_norm_rows(const float* __restrict x, const float* __restri
   for (int64_t r = r0; r < r1; ++r) {
     const float* xr = x + r * n;
     float* yr = y + r * n;
-    v16 acc = {};
-    for (int64_t j = 0; j < nv; j += 16) {
-      const v16 v = load(xr + j);
-      acc += v * v;
-    }
-    float squares = reduce(acc);
-    for (int64_t j = nv; j < n; ++j) squares += xr[j] * xr[j];
-    const float factor = 1.0f / std::sqrt(squares / static_cast<float>(n) + eps);
+    const float factor = 1.0f / std::sqrt(dot(xr, xr, n) / static_cast<float>(n) + eps);
     if (scale) {
       for (int64_t j = 0; j < nv; j += 16) store(yr + j, load(xr + j) * factor * load(scale + j));
       for (int64_t j = nv; j < n; ++j) yr[j] = xr[j] * factor * scale[j];

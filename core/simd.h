@@ -27,6 +27,15 @@ __attribute__((always_inline)) inline float reduce(v16 v) {
   for (int k = 0; k < 16; ++k) s += v[k];
   return s;
 }
+// sum_j a_j b_j over n floats: 16 lanes, then the lanes in order, then the tail.
+__attribute__((always_inline)) inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  const int64_t nv = n / 16 * 16;
+  v16 acc = {};
+  for (int64_t j = 0; j < nv; j += 16) acc += load(a + j) * load(b + j);
+  float s = reduce(acc);
+  for (int64_t j = nv; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
 
 }  // namespace graft::simd
 

@@ -14,19 +14,9 @@
 namespace graft {
 namespace {
 
-using namespace simd;  // v16, load, store, reduce
+using namespace simd;  // v16, load, store, dot
 
-// Inlined into the kernel's per-instruction-set copies.
-__attribute__((always_inline)) inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
-  const int64_t nv = n / 16 * 16;
-  v16 acc = {};
-  for (int64_t j = 0; j < nv; j += 16) acc += load(a + j) * load(b + j);
-  float s = reduce(acc);
-  for (int64_t j = nv; j < n; ++j) s += a[j] * b[j];
-  return s;
-}
-
-// out += p * row over D values.
+// out += p * row over D values (inlined into the kernel's per-instruction-set copies).
 __attribute__((always_inline)) inline void add_scaled(float* __restrict out, const float* __restrict row, float p, int64_t n) {
   const int64_t nv = n / 16 * 16;
   for (int64_t j = 0; j < nv; j += 16) store(out + j, load(out + j) + load(row + j) * p);
