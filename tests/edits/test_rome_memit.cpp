@@ -61,6 +61,17 @@ TEST(KeyStatistics, AreSymmetricAtEachLayersOwnWidth) {
   EXPECT_THROW(f.stats.second_moment(2), InputError);
 }
 
+// What `measure` returns while the ROME edit `out` is applied to the model; the model is restored after.
+template <typename Measure>
+auto with_rome_applied(Model& model, const EditOutcome& out, const EditRequest& r, Measure measure) {
+  PatchStack stack(model);
+  const Patch patch = make_patch(model, out, "rome", {r});
+  stack.apply(patch);
+  auto measured = measure();
+  stack.revert(patch);
+  return measured;
+}
+
 TEST(Rome, SatisfiesItsConstraintAndRaisesTheNewTarget) {
   auto& f = fixture();
   const EditRequest& r = f.requests[0];
@@ -79,11 +90,7 @@ TEST(Rome, SatisfiesItsConstraintAndRaisesTheNewTarget) {
 
   // The value optimisation made progress, and the patched model prefers the new target more.
   EXPECT_GT(out.diagnostics["target_probability"].get<double>(), before);
-  Patch patch = make_patch(*f.model, out, "rome", {r});
-  PatchStack stack(*f.model);
-  stack.apply(patch);
-  EXPECT_GT(new_target_probability(*f.model, r), 100 * before);
-  stack.revert(patch);
+  EXPECT_GT(with_rome_applied(*f.model, out, r, [&] { return new_target_probability(*f.model, r); }), 100 * before);
   EXPECT_TRUE(at::equal(f.model->weight(f.model->arch().mlp_down_projection(0).weight), weight_before));
 }
 
@@ -159,11 +166,7 @@ TEST(Rome, SubjectTokensGetOneExactConstraintEach) {
   EXPECT_EQ(out.diagnostics["fact_tokens_from_end"].size(), static_cast<size_t>(p));
 
   const at::Tensor before = mlp_out_at(*f.model, r, 0, positions);
-  PatchStack stack(*f.model);
-  const Patch patch = make_patch(*f.model, out, "rome", {r});
-  stack.apply(patch);
-  const at::Tensor after = mlp_out_at(*f.model, r, 0, positions);
-  stack.revert(patch);
+  const at::Tensor after = with_rome_applied(*f.model, out, r, [&] { return mlp_out_at(*f.model, r, 0, positions); });
   const double moved = (after - before).norm().item<double>();
   EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
 }
@@ -193,12 +196,10 @@ TEST(Rome, ThroughUpdateWritesTheUpdateItOptimisedAndKeepsItsConstraints) {
   ASSERT_EQ(out.updates.size(), 1u);
   EXPECT_EQ(out.updates[0].right.size(1), static_cast<int64_t>(positions.size()));
 
-  PatchStack stack(*f.model);
-  const Patch patch = make_patch(*f.model, out, "rome", {r});
-  stack.apply(patch);
-  const double after = new_target_probability(*f.model, r);
-  const double moved = (mlp_out_at(*f.model, r, 0, positions) - outputs_before).norm().item<double>();
-  stack.revert(patch);
+  const auto [after, outputs_after] = with_rome_applied(*f.model, out, r, [&] {
+    return std::make_pair(new_target_probability(*f.model, r), mlp_out_at(*f.model, r, 0, positions));
+  });
+  const double moved = (outputs_after - outputs_before).norm().item<double>();
   EXPECT_NEAR(after, out.diagnostics["target_probability"].get<double>(), 1e-4);
   EXPECT_GT(after, before + 0.3);
   EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
