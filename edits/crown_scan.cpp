@@ -1,12 +1,10 @@
 #include "edits/crown_scan.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -14,8 +12,10 @@
 #include "core/error.h"
 #include "core/hooks.h"
 #include "core/model.h"
+#include "core/timing.h"
 #include "core/tokenizer/tokenizer.h"
 #include "edits/format.h"
+#include "edits/text.h"
 #include "edits/tokens.h"
 
 namespace graft::edits {
@@ -36,15 +36,10 @@ void check_inputs(const std::string& prompt_template, const std::string& subject
     throw InputError("prompt \"" + prompt_template + "\": holds \"{}\" more than once");
   if (subject.find_first_not_of(" \t\n") == std::string::npos) throw InputError("subject: empty");
   if (expect && expect->find_first_not_of(" \t\n") == std::string::npos) throw InputError("expect: empty");
-  if (options.samples < 1) throw InputError("samples: must be at least 1");
-  if (!(options.noise > 0) || !std::isfinite(options.noise)) throw InputError("noise: must be a positive number");
+  if (options.tracing.samples < 1) throw InputError("samples: must be at least 1");
+  if (!(options.tracing.noise > 0) || !std::isfinite(options.tracing.noise))
+    throw InputError("noise: must be a positive number");
   if (options.window < 0) throw InputError("window: must be at least 1 (or 0: automatic)");
-}
-
-std::string fill(const std::string& prompt_template, const std::string& subject) {
-  std::string text = prompt_template;
-  text.replace(text.find("{}"), 2, subject);
-  return text;
 }
 
 // The text `ids[count]` adds after the first `count` tokens: decoding one token alone would lose the
@@ -60,55 +55,11 @@ at::Tensor as_batch(const std::vector<int64_t>& ids, int64_t rows) {
   return at::tensor(ids, at::kLong).unsqueeze(0).expand({rows, -1}).contiguous();
 }
 
-// log p(`token`) at the last position of every row: [B] on the CPU. In float64 from the logits: a
-// model that knows its facts gives p = 1 - 1e-9, which float32 probabilities round to 1, and a drop
-// from there is still a drop worth ranking.
+// log p(`token`) at the last position of every row of `ids`: [B] on the CPU (float64).
 at::Tensor last_token_log_probs(const Model& model, const at::Tensor& ids, const Hooks* hooks, int64_t token,
-                                int64_t* forwards, at::Tensor* first_row = nullptr) {
-  ForwardOptions options;
-  options.last_position_only = true;
-  options.hooks = hooks;
-  at::Tensor log_probs = model.forward(ids, options).select(1, 0).to(at::kDouble).log_softmax(-1);
+                                int64_t* forwards) {
   ++*forwards;
-  if (first_row) *first_row = log_probs.select(0, 0).cpu();
-  return log_probs.select(1, token).cpu();
-}
-
-// sigma of the token embeddings as the model's first layer sees them (hook_embed before any position
-// embedding, so the embedding scale included): over the whole table, accumulated in float64 in row
-// chunks so that a 262k-row table is never copied whole. The reference measures the subject tokens of
-// 1000 known facts; the whole table is the prompt-independent stand-in for that, so the same noise
-// level means the same thing on every prompt.
-double embedding_std(const Model& model) {
-  const at::Tensor& table = model.embed_tokens();
-  const int64_t rows = table.size(0), chunk = 16384;
-  double sum = 0, squares = 0;
-  for (int64_t start = 0; start < rows; start += chunk) {
-    at::Tensor part = table.narrow(0, start, std::min(chunk, rows - start)).to(at::kDouble);
-    sum += part.sum().item<double>();
-    squares += part.pow(2).sum().item<double>();
-  }
-  const double n = static_cast<double>(table.numel());
-  const double variance = std::max(0.0, (squares - sum * sum / n) / (n - 1));
-  return std::sqrt(variance) * model.spec().embed_scale;
-}
-
-// Row 0 stays clean; rows 1.. get `noise` added to the subject's embeddings.
-void corrupt_subject(Hooks& hooks, const at::Tensor& noise, int64_t first) {
-  hooks.add(HookName{HookPoint::Embed, -1}, [noise, first](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-    at::Tensor out = x.clone();
-    out.narrow(0, 1, noise.size(0)).narrow(1, first, noise.size(1)).add_(noise.to(out.options()));
-    return out;
-  });
-}
-
-// At `point`, the corrupted rows take the clean row's value at `position`.
-void restore_from_clean_row(Hooks& hooks, const HookName& point, int64_t position) {
-  hooks.add(point, [position](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-    at::Tensor out = x.clone();
-    out.narrow(0, 1, x.size(0) - 1).select(1, position).copy_(x.select(0, 0).select(0, position));
-    return out;
-  });
+  return last_position_log_probs(model, ids, hooks).select(1, token).cpu();
 }
 
 // Over the layers that can reach the answer; the lowest layer wins a tie.
@@ -169,8 +120,8 @@ Expected resolve_expect(const Model& model, const SubjectSpan& span, const std::
 Expected clean_run(const Model& model, const SubjectSpan& span, const std::optional<std::string>& expect,
                    CrownScanResult& result) {
   const Tokenizer& tokenizer = model.require_tokenizer();
-  at::Tensor clean_log_probs;
-  last_token_log_probs(model, as_batch(span.ids, 1), nullptr, 0, &result.forwards, &clean_log_probs);
+  const at::Tensor clean_log_probs = last_position_log_probs(model, as_batch(span.ids, 1)).select(0, 0).cpu();
+  ++result.forwards;
   const Expected expected = resolve_expect(model, span, result.prompt, expect, clean_log_probs);
   std::vector<int64_t> with_answer = span.ids;
   const int64_t top = clean_log_probs.argmax().item<int64_t>();
@@ -217,24 +168,10 @@ void ablate_layers(const Model& model, const SubjectSpan& span, int64_t token, C
 void trace_layers(const Model& model, const SubjectSpan& span, int64_t token, const CrownScanOptions& options,
                   CrownScanResult& result) {
   const int layers = model.arch().num_layers();
-  result.embedding_std = embedding_std(model);
-  result.noise_std = options.noise * result.embedding_std;
-  // Drawn once on the CPU (the same numbers on every device) and reused for every layer, as the
-  // reference reseeds its generator for every traced run.
-  at::Generator generator = at::detail::createCPUGenerator(options.seed);
-  const int64_t subject_tokens = span.last - span.first + 1;
-  const at::Tensor noise =
-      (at::randn({options.samples, subject_tokens, model.spec().hidden_size}, generator, at::TensorOptions().dtype(at::kFloat)) *
-       result.noise_std)
-          .to(model.device());
-  const at::Tensor batch = as_batch(span.ids, options.samples + 1);
-  auto traced = [&](const std::vector<HookName>& restored) {
-    Hooks hooks(layers);
-    corrupt_subject(hooks, noise, span.first);
-    for (const HookName& point : restored) restore_from_clean_row(hooks, point, span.last);
-    const at::Tensor log_p = last_token_log_probs(model, batch, &hooks, token, &result.forwards);
-    return log_p.narrow(0, 1, options.samples).exp().mean().item<double>();
-  };
+  const CausalTrace tracer(model, span.ids, span.first, span.last, options.tracing);
+  result.embedding_std = tracer.sigma();
+  result.noise_std = tracer.noise_std();
+  auto traced = [&](const std::vector<HookName>& restored) { return tracer.restored_probability(token, restored, span.last); };
 
   result.corrupted_prob = traced({});
   result.window = window_for(options, layers);
@@ -249,6 +186,7 @@ void trace_layers(const Model& model, const SubjectSpan& span, int64_t token, co
     row.mlp_traced_prob = traced(window);
     row.mlp_indirect_effect = row.mlp_traced_prob - result.corrupted_prob;
   }
+  result.forwards += tracer.forwards();
   result.trace_layer = argmax_layer(result.layers, &CrownLayer::indirect_effect, /*largest=*/true);
   result.mlp_trace_layer = argmax_layer(result.layers, &CrownLayer::mlp_indirect_effect, /*largest=*/true);
 }
@@ -264,7 +202,7 @@ CrownScanResult crown_scan(const Model& model, const std::string& prompt_templat
   CrownScanResult result;
   result.prompt_template = prompt_template;
   result.subject = subject;
-  result.prompt = fill(prompt_template, subject);
+  result.prompt = fill_template(prompt_template, subject);
   result.options = options;
   const SubjectSpan span = locate_subject(model, prompt_template, subject);
   result.subject_first = span.first;
@@ -280,8 +218,17 @@ CrownScanResult crown_scan(const Model& model, const std::string& prompt_templat
     result.picked_layer = result.mlp_trace_layer;
     result.picked_by = "causal trace (largest indirect effect of the clean MLP outputs at the subject's last token)";
   }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.seconds = seconds_since(started);
   return result;
+}
+
+nlohmann::json to_json(const TraceOptions& o) { return {{"samples", o.samples}, {"noise", o.noise}, {"seed", o.seed}}; }
+
+nlohmann::json to_json(const CrownScanOptions& o) {
+  nlohmann::json out = to_json(o.tracing);
+  out["window"] = o.window;
+  out["trace"] = o.trace;
+  return out;
 }
 
 nlohmann::json to_json(const CrownScanResult& r) {
@@ -330,40 +277,30 @@ nlohmann::json to_json(const CrownScanResult& r) {
     out["noise_std"] = r.noise_std;
     out["trace_layer"] = r.trace_layer;
     out["mlp_trace_layer"] = r.mlp_trace_layer;
-    out["options"] = {{"samples", r.options.samples}, {"noise", r.options.noise}, {"seed", r.options.seed},
+    out["options"] = {{"samples", r.options.tracing.samples}, {"noise", r.options.tracing.noise}, {"seed", r.options.tracing.seed},
                       {"window", r.window}};
   }
   return out;
 }
 
-namespace {
-
-std::string quoted(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) out += c == '\n' ? std::string("\\n") : std::string(1, c);
-  return out + "\"";
-}
-
-}  // namespace
-
 std::string format_crown_scan(const CrownScanResult& r) {
   std::string out;
-  out += "prompt        " + quoted(r.prompt) + "\n";
+  out += "prompt        " + quoted_for_report(r.prompt) + "\n";
   std::string subject_tokens;
-  for (int64_t i = r.subject_first; i <= r.subject_last; ++i) subject_tokens += quoted(r.tokens[static_cast<size_t>(i)]) + " ";
+  for (int64_t i = r.subject_first; i <= r.subject_last; ++i) subject_tokens += quoted_for_report(r.tokens[static_cast<size_t>(i)]) + " ";
   out += strprintf("subject       tokens %lld..%lld of %zu: %s\n", static_cast<long long>(r.subject_first),
                        static_cast<long long>(r.subject_last), r.tokens.size(), subject_tokens.c_str());
-  out += "expect        " + quoted(r.expect_token_text) + strprintf(" (token %lld)", static_cast<long long>(r.expect_token));
+  out += "expect        " + quoted_for_report(r.expect_token_text) + strprintf(" (token %lld)", static_cast<long long>(r.expect_token));
   if (r.expect_is_model_answer) out += ", the model's own answer";
   if (r.expect_token_count > 1)
-    out += strprintf(", the first of the %lld tokens of %s", static_cast<long long>(r.expect_token_count), quoted(r.expect).c_str());
+    out += strprintf(", the first of the %lld tokens of %s", static_cast<long long>(r.expect_token_count), quoted_for_report(r.expect).c_str());
   out += "\n";
-  out += strprintf("model answer  %s p=%.4f\n", quoted(r.top_token_text).c_str(), r.top_prob);
+  out += strprintf("model answer  %s p=%.4f\n", quoted_for_report(r.top_token_text).c_str(), r.top_prob);
   out += strprintf("p(expect)     clean %.4f", r.baseline_prob);
   if (r.options.trace)
     out += strprintf(", subject corrupted %.4f (noise %g x sigma %.4g, %lld samples, seed %llu; MLP window %lld)",
-                     r.corrupted_prob, r.options.noise, r.embedding_std, static_cast<long long>(r.options.samples),
-                     static_cast<unsigned long long>(r.options.seed), static_cast<long long>(r.window));
+                     r.corrupted_prob, r.options.tracing.noise, r.embedding_std, static_cast<long long>(r.options.tracing.samples),
+                     static_cast<unsigned long long>(r.options.tracing.seed), static_cast<long long>(r.window));
   out += "\n\n";
 
   out += strprintf("%5s %9s | %10s %9s %10s", "layer", "mlp_width", "ablated_p", "delta_p", "delta_logp");

@@ -21,6 +21,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "edits/causal_trace.h"
+
 namespace graft {
 class Model;
 }
@@ -28,9 +30,7 @@ class Model;
 namespace graft::edits {
 
 struct CrownScanOptions {
-  int64_t samples = 10;   // corrupted copies per traced forward (reference: 10)
-  double noise = 3.0;     // noise std as a multiple of the token embeddings' std (reference: 3)
-  uint64_t seed = 1;      // seeds the noise; the same noise is reused for every layer, as the reference
+  TraceOptions tracing;  // the corruption of the subject (causal_trace.h): samples, noise, seed
   // Layers restored together in the MLP-window trace; 0: the reference's 10, but at most half the
   // depth, so that a small model's window still says where (10 of 8 layers would restore them all).
   int64_t window = 0;
@@ -93,6 +93,8 @@ CrownScanResult crown_scan(const Model& model, const std::string& prompt_templat
                            std::optional<std::string> expect, const CrownScanOptions& options = {});
 
 nlohmann::json to_json(const CrownScanResult& result);
+nlohmann::json to_json(const TraceOptions& options);
+nlohmann::json to_json(const CrownScanOptions& options);
 // The human-readable report: header, one row per layer, the picks.
 std::string format_crown_scan(const CrownScanResult& result);
 

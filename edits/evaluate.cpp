@@ -11,8 +11,10 @@
 
 #include "core/error.h"
 #include "core/model.h"
+#include "core/timing.h"
+#include "edits/batch.h"
 #include "edits/format.h"
-#include "edits/rewrite.h"
+#include "edits/weight_update.h"
 #include "edits/tokens.h"
 
 namespace graft::edits {
@@ -46,27 +48,23 @@ int64_t rows_that_fit(const Model& model, int64_t length, int64_t requested) {
 // cannot change what a causal model computes before it, and the mask keeps it out of attention.
 void score_batch(const Model& model, const std::vector<Sequence>& sequences, const std::vector<size_t>& rows,
                  std::vector<SequenceScore>& scores) {
-  int64_t longest = 0;
-  for (size_t s : rows) longest = std::max(longest, sequences[s].input_length());
-  const int64_t batch = static_cast<int64_t>(rows.size());
-  at::Tensor ids = at::full({batch, longest}, model.spec().pad_token_id.value_or(0), at::kLong);
-  at::Tensor mask = at::zeros({batch, longest}, at::kLong);
-  std::vector<int64_t> label_flat, label_token;  // (row * longest + position) predicting each target token
-  for (int64_t b = 0; b < batch; ++b) {
-    const Sequence& seq = sequences[rows[static_cast<size_t>(b)]];
-    std::vector<int64_t> input = seq.prompt;
-    input.insert(input.end(), seq.target.begin(), seq.target.end() - 1);
-    const int64_t length = static_cast<int64_t>(input.size());
-    ids[b].narrow(0, 0, length).copy_(at::tensor(input, at::kLong));
-    mask[b].narrow(0, 0, length).fill_(1);
+  std::vector<std::vector<int64_t>> inputs;
+  for (size_t s : rows) {
+    inputs.push_back(sequences[s].prompt);
+    inputs.back().insert(inputs.back().end(), sequences[s].target.begin(), sequences[s].target.end() - 1);
+  }
+  const PaddedBatch batch = pad_right(model, inputs);
+  std::vector<int64_t> label_flat, label_token;  // (row * length + position) predicting each target token
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const Sequence& seq = sequences[rows[b]];
     for (size_t t = 0; t < seq.target.size(); ++t) {
-      label_flat.push_back(b * longest + static_cast<int64_t>(seq.prompt.size() + t) - 1);
+      label_flat.push_back(static_cast<int64_t>(b) * batch.length() + static_cast<int64_t>(seq.prompt.size() + t) - 1);
       label_token.push_back(seq.target[t]);
     }
   }
   ForwardOptions options;
-  options.attention_mask = mask;
-  const at::Tensor logits = model.forward(ids, options);
+  options.attention_mask = batch.mask;
+  const at::Tensor logits = model.forward(batch.ids, options);
   const at::Tensor picked = logits.reshape({-1, logits.size(-1)})
                                 .index_select(0, at::tensor(label_flat, at::kLong).to(logits.device()))
                                 .to(at::kFloat);
@@ -248,7 +246,7 @@ EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& re
     result.requests.push_back(std::move(row));
   }
   summarize_all(result);
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.seconds = seconds_since(started);
   return result;
 }
 
@@ -272,7 +270,7 @@ EvaluationResult evaluate_each(Model& model, const std::vector<EditRequest>& req
     total.forwards += one.forwards;
   }
   summarize_all(total);
-  total.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  total.seconds = seconds_since(started);
   return total;
 }
 
@@ -313,6 +311,8 @@ std::string footer(const EvaluationResult& r) {
 }
 
 }  // namespace
+
+nlohmann::json to_json(const EvaluateOptions& o) { return {{"batch_size", o.batch_size}}; }
 
 nlohmann::json to_json(const EvaluationResult& r, bool per_request) {
   nlohmann::json out = {

@@ -37,6 +37,8 @@ struct EvaluateOptions {
   int64_t batch_size = 0;
 };
 
+nlohmann::json to_json(const EvaluateOptions& options);
+
 // One prompt scored for two answers: the one the metric wants to win (target_new on the request's
 // own and paraphrase prompts, the neighbour's own target on neighbourhood prompts) and its rival.
 struct PromptScore {

@@ -9,7 +9,13 @@
 #include <string>
 #include <vector>
 
-#include "edits/rome.h"
+#include "edits/editor.h"
+#include "edits/request.h"
+#include "edits/stats.h"
+
+namespace graft {
+class Model;
+}
 
 namespace graft::edits {
 
@@ -31,18 +37,19 @@ enum class MemitTargets {
 MemitTargets parse_memit_targets(const std::string& name);  // auto / residual / per-layer / joint
 const char* memit_targets_name(MemitTargets targets);
 
-struct MemitOptions {
-  std::vector<int> layers;  // required: the layers to spread the edits over
+struct MemitOptions : EditorOptions {
   // Published hyperparameters (kmeng01 hparams/MEMIT, GPT-J): 25 steps, lr 0.5, weight decay 0.5,
   // KL 0.0625, clamp 0.75, lambda 15000, context templates: bare + 5 of 10 tokens.
-  ValueOptions value{{HookPoint::ResidPost, -1}, 25, 0.5, 0.5, 0.0625, 0.75, 5e-2};
-  std::vector<TemplateSpec> templates{{10, 5}};
+  MemitOptions();
+  std::vector<int> layers;             // required: the layers to spread the edits over
   double covariance_weight = 15000.0;  // lambda (mom2_update_weight)
-  FactTokenChoice fact_token = FactTokenChoice::Last;  // traced: per request, at the first edited layer
-  int64_t traced_tokens = 1;  // with Traced: how many of the best-restoring subject tokens
   MemitTargets targets = MemitTargets::Auto;
-  uint64_t seed = 1;
+  // fact_token Traced: traced per request at the first edited layer.
 };
+
+// Every option as JSON (the patch's hyperparameters hold these with the targets resolved, the
+// method and the statistics' size).
+nlohmann::json to_json(const MemitOptions& options);
 
 // Computes the updates for all requests; the model is left as it was (weights restored exactly).
 EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "edits/text.h"
 
 namespace graft::edits {
 namespace {
@@ -66,11 +67,7 @@ EditRequest parse_one(const nlohmann::json& r, const std::string& source, size_t
 
 }  // namespace
 
-std::string EditRequest::filled_prompt() const {
-  std::string out = prompt;
-  out.replace(out.find("{}"), 2, subject);
-  return out;
-}
+std::string EditRequest::filled_prompt() const { return fill_template(prompt, subject); }
 
 std::vector<EditRequest> parse_requests(const nlohmann::json& json, const std::string& source) {
   std::vector<EditRequest> out;

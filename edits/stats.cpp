@@ -10,21 +10,18 @@
 #include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/tensor.h"
+#include "edits/batch.h"
+#include "edits/layers.h"
 #include "edits/tokens.h"
 
 namespace graft::edits {
 namespace {
 
+// Every layer when none is given.
 std::vector<int> resolve_layers(const Model& model, std::vector<int> layers) {
-  const int count = model.arch().num_layers();
   if (layers.empty())
-    for (int i = 0; i < count; ++i) layers.push_back(i);
-  std::sort(layers.begin(), layers.end());
-  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
-  for (int layer : layers)
-    if (layer < 0 || layer >= count)
-      throw InputError("--layers: layer " + std::to_string(layer) + " out of range (the model has " + std::to_string(count) + ")");
-  return layers;
+    for (int i = 0; i < model.arch().num_layers(); ++i) layers.push_back(i);
+  return checked_layers(model, std::move(layers));
 }
 
 // Cuts the corpus into token windows (every window starts with BOS, as edit prompts do).
@@ -122,6 +119,10 @@ std::vector<std::string> KeyStatistics::read_corpus(const std::string& path) {
   return texts;
 }
 
+nlohmann::json to_json(const StatsOptions& o) {
+  return {{"layers", o.layers}, {"max_tokens", o.max_tokens}, {"window", o.window}, {"batch_size", o.batch_size}};
+}
+
 KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::string>& texts, const StatsOptions& options) {
   if (options.window < 2) throw InputError("window: must be at least 2 tokens");
   if (options.batch_size < 1) throw InputError("batch size: must be at least 1");
@@ -135,22 +136,14 @@ KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::
   const auto windows = token_windows(model, texts, options.window, options.max_tokens);
   int64_t total = 0;
   for (const auto& w : windows) total += static_cast<int64_t>(w.size());
-  const int64_t pad = model.spec().pad_token_id.value_or(0);
 
   at::NoGradGuard no_grad;
   for (size_t begin = 0; begin < windows.size(); begin += static_cast<size_t>(options.batch_size)) {
     const size_t end = std::min(windows.size(), begin + static_cast<size_t>(options.batch_size));
-    int64_t longest = 0;
-    for (size_t i = begin; i < end; ++i) longest = std::max<int64_t>(longest, static_cast<int64_t>(windows[i].size()));
-    const int64_t rows = static_cast<int64_t>(end - begin);
-    at::Tensor ids = at::full({rows, longest}, pad, at::kLong);
-    at::Tensor mask = at::zeros({rows, longest}, at::kLong);
-    for (size_t i = begin; i < end; ++i) {
-      const auto& w = windows[i];
-      const int64_t n = static_cast<int64_t>(w.size());
-      ids[static_cast<int64_t>(i - begin)].narrow(0, 0, n).copy_(at::tensor(w, at::kLong));
-      mask[static_cast<int64_t>(i - begin)].narrow(0, 0, n).fill_(1);
-    }
+    const PaddedBatch batch = pad_right(model, std::vector<std::vector<int64_t>>(windows.begin() + static_cast<long>(begin),
+                                                                         windows.begin() + static_cast<long>(end)));
+    const at::Tensor& ids = batch.ids;
+    const at::Tensor& mask = batch.mask;
     // Right padding: real tokens never attend to padding, and padding rows are dropped below.
     const at::Tensor real = mask.flatten().nonzero().squeeze(-1).to(model.device());
     Hooks hooks(model.arch().num_layers());

@@ -4,6 +4,8 @@
 // in batches, saved as safetensors so edits reuse it.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -58,6 +60,8 @@ struct StatsOptions {
   int64_t batch_size = 8;         // sequences per forward pass
   std::function<void(int64_t tokens, int64_t total)> on_progress;
 };
+
+nlohmann::json to_json(const StatsOptions& options);  // every field but the progress callback
 
 class KeyStatistics {
  public:

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/model.h"
 #include "core/tokenizer/tokenizer.h"
+#include "edits/text.h"
 
 namespace graft::edits {
 namespace {
@@ -31,8 +32,7 @@ SubjectSpan locate_subject(const Model& model, const std::string& prompt_templat
   const size_t slot = prompt_template.find("{}");
   if (slot == std::string::npos) throw InputError("prompt \"" + prompt_template + "\": needs \"{}\" where the subject goes");
   if (subject.empty()) throw InputError("subject: empty");
-  std::string text = prompt_template;
-  text.replace(slot, 2, subject);
+  const std::string text = fill_template(prompt_template, subject);
   const Tokenizer& tokenizer = model.require_tokenizer();
 
   SubjectSpan span;

@@ -33,9 +33,9 @@ Runner add_crown_scan_command(CLI::App& app) {
   cmd->add_option("--expect,-e", args->expect,
                   "The answer to watch (default: the model's own top-1 answer); a leading space is added unless the "
                   "prompt ends in one; only its first token is scored");
-  cmd->add_option("--samples", args->options.samples, "Corrupted copies of the prompt per traced forward")->capture_default_str();
-  cmd->add_option("--noise", args->options.noise, "Noise std as a multiple of the token embeddings' std")->capture_default_str();
-  cmd->add_option("--seed", args->options.seed, "Seed of the noise")->capture_default_str();
+  cmd->add_option("--samples", args->options.tracing.samples, "Corrupted copies of the prompt per traced forward")->capture_default_str();
+  cmd->add_option("--noise", args->options.tracing.noise, "Noise std as a multiple of the token embeddings' std")->capture_default_str();
+  cmd->add_option("--seed", args->options.tracing.seed, "Seed of the noise")->capture_default_str();
   cmd->add_option("--window", args->options.window, "Layers restored together in the MLP-window trace (0: 10, at most half the depth)")
       ->capture_default_str();
   cmd->add_flag("--no-trace", args->no_trace, "Ablation only (one forward pass); the pick is then the ablation peak");

@@ -1,5 +1,6 @@
 // graft edit MODEL --method rome|memit --requests FILE --layers ... --stats STATS -o PATCH
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "bindings/cli/commands.h"
@@ -17,16 +18,21 @@ struct EditArgs {
   std::string dir, requests, output, device = "cpu";
   EditorArgs editor;
   int64_t limit = 0;
-  bool evaluate = false;
+  bool evaluate = false, dry_run = false;
 };
 
 int run_edit(const EditArgs& a) {
-  a.editor.check_before_work();
+  if (!a.dry_run) a.editor.check_before_work();
   LoadOptions load;
   load.device = a.device;
   const auto model = Model::load(a.dir, load);
   auto requests = edits::load_requests(a.requests);
   if (a.limit > 0 && static_cast<size_t>(a.limit) < requests.size()) requests.resize(static_cast<size_t>(a.limit));
+  if (a.dry_run) {
+    const Editor editor = make_editor(a.editor, *model, requests);
+    std::printf("%s\n", nlohmann::json{{"method", editor.method}, {"options", editor.options_json()}}.dump(2).c_str());
+    return 0;
+  }
   const auto stats = edits::KeyStatistics::load(a.editor.stats, *model);
   const Editor editor = make_editor(a.editor, *model, requests);
   std::optional<edits::EvaluationResult> before;
@@ -59,12 +65,17 @@ Runner add_edit_command(CLI::App& app) {
   auto a = std::make_shared<EditArgs>();
   cmd->add_option("MODEL_DIR", a->dir, "Model directory")->required();
   cmd->add_option("--requests", a->requests, "Edit requests (JSON list: prompt with {}, subject, target_new)")->required();
-  cmd->add_option("-o,--output", a->output, "Patch file to write")->required();
+  auto* output = cmd->add_option("-o,--output", a->output, "Patch file to write");
   cmd->add_option("--limit", a->limit, "Use only the first N requests")->check(CLI::NonNegativeNumber);
   a->editor.add_options(cmd, /*with_method=*/true);
   cmd->add_flag("--evaluate", a->evaluate, "Print CounterFact-style scores before and after");
+  cmd->add_flag("--dry-run", a->dry_run,
+                "Print the editor's resolved options as JSON (every default filled in) and edit nothing");
   cmd->add_option("--device", a->device, "cpu, cuda, cuda:N or mps")->capture_default_str();
-  return [a]() { return run_edit(*a); };
+  return [a, output]() {
+    if (!a->dry_run && output->count() == 0) throw InputError("--output: the patch file to write is required");
+    return run_edit(*a);
+  };
 }
 
 }  // namespace graft::cli

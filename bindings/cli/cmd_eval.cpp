@@ -13,7 +13,7 @@
 #include "core/tensor.h"
 #include "edits/evaluate.h"
 #include "edits/request.h"
-#include "edits/rewrite.h"
+#include "edits/weight_update.h"
 #include "edits/stats.h"
 
 namespace graft::cli {
@@ -22,7 +22,7 @@ namespace {
 struct EvalArgs {
   std::string dir, requests, device = "cpu", dtype;
   int64_t limit = 0;
-  int64_t batch_size = 0;
+  edits::EvaluateOptions options;  // the defaults the flags start from
   bool json = false;
   bool per_request = false;
   EditorArgs editor;
@@ -64,7 +64,8 @@ Runner add_eval_command(CLI::App& app) {
   cmd->add_option("MODEL_DIR", args->dir, "Model directory")->required();
   cmd->add_option("--requests,-r", args->requests, "JSON list of edit requests (CounterFact style)")->required();
   cmd->add_option("--limit,-n", args->limit, "Evaluate only the first N requests (0: all)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch-size", args->batch_size, "Sequences per forward pass (0: automatic)")
+  cmd->add_option("--batch-size", args->options.batch_size, "Sequences per forward pass (0: automatic)")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or mps")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "float32, bfloat16 or float16 (default: the checkpoint's)");
@@ -83,8 +84,7 @@ Runner add_eval_command(CLI::App& app) {
     load.device = args->device;
     if (!args->dtype.empty()) load.dtype = parse_dtype(args->dtype);
     const auto model = Model::load(args->dir, load);
-    edits::EvaluateOptions options;
-    options.batch_size = args->batch_size;
+    const edits::EvaluateOptions& options = args->options;
     const edits::EvaluationResult before = edits::evaluate(*model, requests, options);
     std::optional<edits::EvaluationResult> after;
     double seconds_editing = 0;

@@ -1,10 +1,12 @@
 // The options `graft edit` and `graft eval --method` share: which editor, where, and its
-// hyperparameters (each defaults to the published value when not given).
+// hyperparameters. Every default is the editor's own (edits::RomeOptions(), edits::MemitOptions());
+// a flag that is not given leaves it alone, and the help text prints it from there.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,14 +20,16 @@ class Model;
 namespace graft::cli {
 
 struct EditorArgs {
-  std::string method = "rome", layers, stats, fact_token = "last", memit_targets = "auto";
-  int64_t steps = 0, traced_tokens = 1;
-  double learning_rate = 0, clamp = 0, kl_factor = -1, bare_weight = -1, leakage_weight = 0,
-         covariance_weight = 15000;
-  bool original_keys = false, through_update = false;
+  std::string method = "rome", layers, stats;
+  // Overrides of the editor's defaults; unset: the default.
+  std::optional<std::string> fact_token, memit_targets;
+  std::optional<int64_t> steps, traced_tokens;
+  std::optional<double> learning_rate, clamp, kl_factor, bare_weight, leakage_weight, covariance_weight;
+  std::optional<bool> original_keys, through_update;
 
-  // Registers --layers, --stats, --fact-token, --steps, --lr, --clamp, --kl-factor, --bare-weight,
-  // --leakage-weight, --lambda, --original-keys, --through-update, --memit-targets (and --method when `with_method`).
+  // Registers --layers, --stats, --fact-token, --traced-tokens, --steps, --lr, --clamp, --kl-factor,
+  // --bare-weight, --leakage-weight, --lambda, --original-keys, --through-update, --memit-targets
+  // (and --method when `with_method`).
   void add_options(CLI::App* cmd, bool with_method);
   // InputError naming the option when no statistics file was given or two options contradict
   // each other (checked before any work is done).
@@ -38,6 +42,7 @@ struct Editor {
   std::string method;
   edits::RomeOptions rome;
   edits::MemitOptions memit;
+  nlohmann::json options_json() const;  // the options of `method`, every field
 };
 Editor make_editor(const EditorArgs& args, const Model& model, const std::vector<edits::EditRequest>& requests);
 

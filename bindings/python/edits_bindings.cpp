@@ -5,9 +5,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bindings/python/json_bridge.h"
+
 #include "core/error.h"
 #include "core/model.h"
 #include "edits/crown_scan.h"
+#include "edits/editor.h"
 #include "edits/evaluate.h"
 #include "edits/memit.h"
 #include "edits/patch.h"
@@ -21,37 +24,16 @@ namespace ed = graft::edits;
 
 namespace {
 
-py::object to_python(const nlohmann::json& value) { return py::module_::import("json").attr("loads")(value.dump()); }
+using graft::bindings::from_python;
+using graft::bindings::to_python;
 
 // A str or os.PathLike path as a string.
 std::string fspath(const py::object& path) { return py::str(py::module_::import("os").attr("fspath")(path)); }
-
-nlohmann::json from_python(const py::handle& value) {
-  const std::string text = py::str(py::module_::import("json").attr("dumps")(value));
-  return nlohmann::json::parse(text);
-}
 
 ed::EditRequest request_from_dict(const py::dict& fields) {
   auto parsed = ed::parse_requests(from_python(fields), "<request>");
   if (parsed.size() != 1) throw graft::InputError("<request>: expected one request");
   return parsed.front();
-}
-
-using ed::make_patch;
-
-void set_value_options(ed::ValueOptions& value, std::optional<int64_t> steps, std::optional<double> learning_rate,
-                       std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-                       std::optional<double> bare_weight, double leakage_weight = 0) {
-  if (leakage_weight < 0) throw graft::InputError("leakage_weight: expected a number >= 0");
-  value.leakage_weight = leakage_weight;
-  if (bare_weight) {
-    if (*bare_weight < 0 || *bare_weight > 1) throw graft::InputError("bare_weight: expected a number in [0, 1]");
-    value.bare_prompt_weight = *bare_weight;
-  }
-  if (steps) value.steps = *steps;
-  if (learning_rate) value.learning_rate = *learning_rate;
-  if (kl_factor) value.kl_factor = *kl_factor;
-  if (clamp_norm_factor) value.clamp_norm_factor = *clamp_norm_factor;
 }
 
 py::dict entry_dict(const ed::PatchEntry& e) {
@@ -65,10 +47,7 @@ py::dict entry_dict(const ed::PatchEntry& e) {
   return d;
 }
 
-}  // namespace
-
-void bind_edits(py::module_& m) {
-  // ------------------------------------------------------------------ requests
+void bind_requests(py::module_& m) {
   py::class_<ed::NeighborhoodPrompt>(m, "NeighborhoodPrompt", "A prompt about another subject and the answer it must keep")
       .def_readonly("prompt", &ed::NeighborhoodPrompt::prompt)
       .def_readonly("target", &ed::NeighborhoodPrompt::target);
@@ -91,24 +70,19 @@ void bind_edits(py::module_& m) {
       .def("__repr__", [](const ed::EditRequest& r) {
         return "<graft.EditRequest " + r.filled_prompt() + " ->" + r.target_new + ">";
       });
+}
 
-  // ------------------------------------------------------------------ statistics
+void bind_statistics(py::module_& m) {
   py::class_<ed::KeyStatistics>(m, "KeyStatistics",
                                 "E[k k^T] of blocks.{i}.mlp.hook_post over a text corpus, per layer (float64)")
       .def_static(
           "collect",
-          [](const Model& model, const std::vector<std::string>& texts, const std::vector<int>& layers, int64_t max_tokens,
-             int64_t window, int64_t batch_size) {
-            ed::StatsOptions options;
-            options.layers = layers;
-            options.max_tokens = max_tokens;
-            options.window = window;
-            options.batch_size = batch_size;
+          [](const Model& model, const std::vector<std::string>& texts, const ed::StatsOptions& options) {
             py::gil_scoped_release release;
             return ed::KeyStatistics::collect(model, texts, options);
           },
-          py::arg("model"), py::arg("texts"), py::arg("layers") = std::vector<int>{}, py::arg("max_tokens") = 1000000,
-          py::arg("window") = 256, py::arg("batch_size") = 8, "Run the model over texts and accumulate k k^T (layers: [] = all)")
+          py::arg("model"), py::arg("texts"), py::arg("options") = ed::StatsOptions(),
+          "Run the model over texts and accumulate k k^T (options.layers: [] = all)")
       .def_static("read_corpus", [](const py::object& path) { return ed::KeyStatistics::read_corpus(fspath(path)); }, py::arg("path"), "One text per non-blank line of a file")
       .def_static("load", [](const py::object& path, const Model& model) { return ed::KeyStatistics::load(fspath(path), model); }, py::arg("path"), py::arg("model"),
                   "Load statistics saved for this model; GraftError naming the file and layer otherwise")
@@ -122,8 +96,9 @@ void bind_edits(py::module_& m) {
         return "<graft.KeyStatistics " + s.model_type() + " layers=" + std::to_string(s.layers().size()) +
                " tokens=" + std::to_string(s.tokens()) + ">";
       });
+}
 
-  // ------------------------------------------------------------------ crown-scan
+void bind_crown_scan(py::module_& m) {
   py::class_<ed::CrownLayer>(m, "CrownLayer", "One layer of a crown-scan: ablation and causal-tracing effects")
       .def_readonly("layer", &ed::CrownLayer::layer)
       .def_readonly("mlp_width", &ed::CrownLayer::mlp_width)
@@ -168,21 +143,15 @@ void bind_edits(py::module_& m) {
   m.def(
       "crown_scan",
       [](const Model& model, const std::string& prompt, const std::string& subject, std::optional<std::string> expect,
-         int64_t samples, double noise, uint64_t seed, int64_t window, bool trace) {
-        ed::CrownScanOptions options;
-        options.samples = samples;
-        options.noise = noise;
-        options.seed = seed;
-        options.window = window;
-        options.trace = trace;
+         const ed::CrownScanOptions& options) {
         py::gil_scoped_release release;
         return ed::crown_scan(model, prompt, subject, std::move(expect), options);
       },
-      py::arg("model"), py::arg("prompt"), py::arg("subject"), py::arg("expect") = py::none(), py::arg("samples") = 10,
-      py::arg("noise") = 3.0, py::arg("seed") = 1, py::arg("window") = 10, py::arg("trace") = true,
-      "Per-layer ablation and causal tracing of a fact at the subject's last token");
+      py::arg("model"), py::arg("prompt"), py::arg("subject"), py::arg("expect") = py::none(),
+      py::arg("options") = ed::CrownScanOptions(), "Per-layer ablation and causal tracing of a fact at the subject's last token");
+}
 
-  // ------------------------------------------------------------------ patches
+void bind_patch(py::module_& m) {
   py::class_<ed::Patch, std::shared_ptr<ed::Patch>>(m, "Patch",
                                                    "Weight updates of MLP down projections for one base model (a patch file)")
       .def_static("load", [](const py::object& path) { return ed::Patch::load(fspath(path)); }, py::arg("path"), "Read and validate a patch file; GraftError naming the problem")
@@ -223,7 +192,9 @@ void bind_edits(py::module_& m) {
 
   m.def("patch_mismatch", &ed::patch_mismatch, py::arg("model"), py::arg("patch"),
         "Why the patch does not belong to the model, or an empty string");
+}
 
+void bind_patch_application(py::module_& m) {
   py::class_<ed::PatchStack>(m, "PatchStack", "Patches applied in memory to one model, revertible bit for bit")
       .def(py::init<Model&>(), py::arg("model"), py::keep_alive<1, 2>())
       .def("apply", &ed::PatchStack::apply, py::arg("patch"), "Apply; GraftError (model unchanged) when it does not belong")
@@ -272,59 +243,29 @@ void bind_edits(py::module_& m) {
       py::arg("model_dir"), py::arg("patch"), "Does the patch belong to the directory's model, and is it applied?");
   m.def("read_patch_record", [](const std::string& model_dir) { return to_python(ed::read_patch_record(model_dir)); },
         py::arg("model_dir"), "The graft_patches.json record of a patched directory, or None");
+}
 
-  // ------------------------------------------------------------------ editors
+void bind_editors(py::module_& m) {
   m.def(
       "rome",
-      [](const Model& model, const ed::EditRequest& request, const ed::KeyStatistics& stats, int layer,
-         bool covariance_adjustment, bool consistent_keys, uint64_t seed, std::optional<int64_t> steps,
-         std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token, int64_t traced_tokens, std::optional<double> bare_weight,
-         double leakage_weight, bool through_update) {
-        ed::RomeOptions options;
-        options.through_update = through_update;
-        options.layer = layer;
-        options.fact_token = ed::parse_fact_token(fact_token);
-        options.traced_tokens = traced_tokens;
-        options.covariance_adjustment = covariance_adjustment;
-        options.consistent_keys = consistent_keys;
-        options.seed = seed;
-        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight, leakage_weight);
+      [](const Model& model, const ed::EditRequest& request, const ed::KeyStatistics& stats, const ed::RomeOptions& options) {
         py::gil_scoped_release release;
-        return make_patch(model, ed::rome(model, request, stats, options), "rome", {request});
+        return ed::make_patch(model, ed::rome(model, request, stats, options), "rome", {request});
       },
-      py::arg("model"), py::arg("request"), py::arg("stats"), py::arg("layer"), py::arg("covariance_adjustment") = true,
-      py::arg("consistent_keys") = true, py::arg("seed") = 1, py::arg("steps") = py::none(),
-      py::arg("learning_rate") = py::none(), py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(),
-      py::arg("fact_token") = "last", py::arg("traced_tokens") = 1, py::arg("bare_weight") = py::none(),
-      py::arg("leakage_weight") = 0.0, py::arg("through_update") = false,
+      py::arg("model"), py::arg("request"), py::arg("stats"), py::arg("options"),
       "ROME: a rank-1 update of one layer's MLP down projection, as a Patch (the model is left as it was)");
   m.def(
       "memit",
       [](Model& model, const std::vector<ed::EditRequest>& requests, const ed::KeyStatistics& stats,
-         const std::vector<int>& layers, double covariance_weight, uint64_t seed, std::optional<int64_t> steps,
-         std::optional<double> learning_rate, std::optional<double> kl_factor, std::optional<double> clamp_norm_factor,
-         const std::string& fact_token, const std::string& targets, int64_t traced_tokens,
-         std::optional<double> bare_weight, double leakage_weight) {
-        ed::MemitOptions options;
-        options.layers = layers;
-        options.fact_token = ed::parse_fact_token(fact_token);
-        options.traced_tokens = traced_tokens;
-        options.targets = ed::parse_memit_targets(targets);
-        options.covariance_weight = covariance_weight;
-        options.seed = seed;
-        set_value_options(options.value, steps, learning_rate, kl_factor, clamp_norm_factor, bare_weight, leakage_weight);
+         const ed::MemitOptions& options) {
         py::gil_scoped_release release;
-        return make_patch(model, ed::memit(model, requests, stats, options), "memit", requests);
+        return ed::make_patch(model, ed::memit(model, requests, stats, options), "memit", requests);
       },
-      py::arg("model"), py::arg("requests"), py::arg("stats"), py::arg("layers"), py::arg("covariance_weight") = 15000.0,
-      py::arg("seed") = 1, py::arg("steps") = py::none(), py::arg("learning_rate") = py::none(),
-      py::arg("kl_factor") = py::none(), py::arg("clamp_norm_factor") = py::none(), py::arg("fact_token") = "last",
-      py::arg("targets") = "auto", py::arg("traced_tokens") = 1, py::arg("bare_weight") = py::none(),
-      py::arg("leakage_weight") = 0.0,
+      py::arg("model"), py::arg("requests"), py::arg("stats"), py::arg("options"),
       "MEMIT: many requests spread over a range of layers, as a Patch (the model is left as it was)");
+}
 
-  // ------------------------------------------------------------------ evaluation
+void bind_evaluation(py::module_& m) {
   py::class_<ed::PromptScore>(m, "PromptScore", "One prompt scored for the wanted answer against its rival")
       .def_readonly("prompt", &ed::PromptScore::prompt)
       .def_readonly("p_wanted", &ed::PromptScore::p_wanted)
@@ -370,14 +311,27 @@ void bind_edits(py::module_& m) {
 
   m.def(
       "evaluate",
-      [](const Model& model, const std::vector<ed::EditRequest>& requests, int64_t batch_size) {
-        ed::EvaluateOptions options;
-        options.batch_size = batch_size;
+      [](const Model& model, const std::vector<ed::EditRequest>& requests, const ed::EvaluateOptions& options) {
         py::gil_scoped_release release;
         return ed::evaluate(model, requests, options);
       },
-      py::arg("model"), py::arg("requests"), py::arg("batch_size") = 0,
+      py::arg("model"), py::arg("requests"), py::arg("options") = ed::EvaluateOptions(),
       "Score the model as it is on the requests (each needs target_true)");
   m.def("format_comparison", &ed::format_comparison, py::arg("before"), py::arg("after"),
         "Before and after an edit, side by side, with the change");
+}
+
+}  // namespace
+
+void bind_options(py::module_& m);
+
+void bind_edits(py::module_& m) {
+  bind_options(m);
+  bind_requests(m);
+  bind_statistics(m);
+  bind_crown_scan(m);
+  bind_patch(m);
+  bind_patch_application(m);
+  bind_editors(m);
+  bind_evaluation(m);
 }

@@ -156,8 +156,7 @@ class KeyStatistics:
     """E[k k^T] of blocks.{i}.mlp.hook_post over a text corpus, per layer (float64)."""
 
     @staticmethod
-    def collect(model: Model, texts: Sequence[str], layers: Sequence[int] = ..., max_tokens: int = 1000000,
-                window: int = 256, batch_size: int = 8) -> KeyStatistics: ...
+    def collect(model: Model, texts: Sequence[str], options: StatsOptions = ...) -> KeyStatistics: ...
     @staticmethod
     def read_corpus(path: PathLike) -> list[str]: ...
     @staticmethod
@@ -245,8 +244,8 @@ class CrownScanResult:
     def forwards(self) -> int: ...
     def to_dict(self) -> dict[str, Any]: ...
 
-def crown_scan(model: Model, prompt: str, subject: str, expect: Optional[str] = None, samples: int = 10,
-               noise: float = 3.0, seed: int = 1, window: int = 10, trace: bool = True) -> CrownScanResult: ...
+def crown_scan(model: Model, prompt: str, subject: str, expect: Optional[str] = None,
+               options: CrownScanOptions = ...) -> CrownScanResult: ...
 
 class Patch:
     """Weight updates of MLP down projections for one base model (a patch file)."""
@@ -297,16 +296,8 @@ def apply_patches_to_directory(model_dir: str, patches: Sequence[Patch], out_dir
 def revert_patch_in_directory(model_dir: str, patch: Patch, out_dir: str, overwrite: bool = False) -> None: ...
 def verify_patch_in_directory(model_dir: str, patch: Patch) -> dict[str, Any]: ...
 def read_patch_record(model_dir: str) -> Optional[dict[str, Any]]: ...
-def rome(model: Model, request: EditRequest, stats: KeyStatistics, layer: int, covariance_adjustment: bool = True,
-         consistent_keys: bool = True, seed: int = 1, steps: Optional[int] = None, learning_rate: Optional[float] = None,
-         kl_factor: Optional[float] = None, clamp_norm_factor: Optional[float] = None,
-         fact_token: str = "last", traced_tokens: int = 1, bare_weight: Optional[float] = None,
-         leakage_weight: float = 0.0, through_update: bool = False) -> Patch: ...
-def memit(model: Model, requests: Sequence[EditRequest], stats: KeyStatistics, layers: Sequence[int],
-          covariance_weight: float = 15000.0, seed: int = 1, steps: Optional[int] = None,
-          learning_rate: Optional[float] = None, kl_factor: Optional[float] = None,
-          clamp_norm_factor: Optional[float] = None, fact_token: str = "last", targets: str = "auto",
-          traced_tokens: int = 1, bare_weight: Optional[float] = None, leakage_weight: float = 0.0) -> Patch: ...
+def rome(model: Model, request: EditRequest, stats: KeyStatistics, options: RomeOptions) -> Patch: ...
+def memit(model: Model, requests: Sequence[EditRequest], stats: KeyStatistics, options: MemitOptions) -> Patch: ...
 
 class PromptScore:
     """One prompt scored for the wanted answer against its rival."""
@@ -379,5 +370,85 @@ class EvaluationResult:
     def seconds(self) -> float: ...
     def to_dict(self, per_request: bool = True) -> dict[str, Any]: ...
 
-def evaluate(model: Model, requests: Sequence[EditRequest], batch_size: int = 0) -> EvaluationResult: ...
+def evaluate(model: Model, requests: Sequence[EditRequest], options: EvaluateOptions = ...) -> EvaluationResult: ...
 def format_comparison(before: EvaluationResult, after: EvaluationResult) -> str: ...
+
+# ----- options: default-constructed, each is graft's defaults (the C++ structs themselves)
+
+class ValueOptions:
+    """The value optimisation ROME and MEMIT share."""
+
+    steps: int
+    learning_rate: float
+    weight_decay: float
+    kl_factor: float
+    clamp_norm_factor: float
+    stop_loss: float
+    bare_prompt_weight: float
+    leakage_weight: float
+    def __init__(self) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+class TraceOptions:
+    """The corruption causal tracing uses."""
+
+    samples: int
+    noise: float
+    seed: int
+    def __init__(self) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+class CrownScanOptions:
+    """crown-scan's options."""
+
+    tracing: TraceOptions
+    window: int
+    trace: bool
+    def __init__(self) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+class RomeOptions:
+    """ROME's options; the defaults are graft's."""
+
+    value: ValueOptions
+    templates: list[tuple[int, int]]
+    fact_token: str
+    traced_tokens: int
+    seed: int
+    layer: int
+    covariance_adjustment: bool
+    consistent_keys: bool
+    through_update: bool
+    def __init__(self) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+class MemitOptions:
+    """MEMIT's options; the defaults are graft's."""
+
+    value: ValueOptions
+    templates: list[tuple[int, int]]
+    fact_token: str
+    traced_tokens: int
+    seed: int
+    layers: list[int]
+    covariance_weight: float
+    targets: str
+    def __init__(self) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+class StatsOptions:
+    """How key statistics are collected."""
+
+    layers: list[int]
+    max_tokens: int
+    window: int
+    batch_size: int
+    def __init__(self) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+class EvaluateOptions:
+    """How evaluation batches its sequences."""
+
+    batch_size: int
+    def __init__(self) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...

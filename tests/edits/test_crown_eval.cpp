@@ -201,10 +201,10 @@ TEST(CrownScan, CausalTraceIsDeterministicForASeed) {
   const Model& m = model("llama_facts");
   const EditRequest& r = requests()[2];
   CrownScanOptions options;
-  options.samples = 4;
+  options.tracing.samples = 4;
   const CrownScanResult a = crown_scan(m, r.prompt, r.subject, std::nullopt, options);
   const CrownScanResult b = crown_scan(m, r.prompt, r.subject, std::nullopt, options);
-  options.seed = 7;
+  options.tracing.seed = 7;
   const CrownScanResult c = crown_scan(m, r.prompt, r.subject, std::nullopt, options);
   EXPECT_EQ(a.corrupted_prob, b.corrupted_prob);
   bool differs = a.corrupted_prob != c.corrupted_prob;
@@ -244,11 +244,11 @@ TEST(CrownScan, BadInputNamesTheArgument) {
   EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "Quianeimtum", std::string("")); }).find("expect: empty"),
             std::string::npos);
   CrownScanOptions options;
-  options.samples = 0;
+  options.tracing.samples = 0;
   EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "Quianeimtum", std::nullopt, options); }).find("samples"),
             std::string::npos);
   options = {};
-  options.noise = -1;
+  options.tracing.noise = -1;
   EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "Quianeimtum", std::nullopt, options); }).find("noise"),
             std::string::npos);
 }

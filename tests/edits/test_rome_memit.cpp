@@ -11,7 +11,10 @@
 #include "core/model.h"
 #include "edits/memit.h"
 #include "edits/rome.h"
+#include "edits/activations.h"
+#include "edits/solve.h"
 #include "edits/tokens.h"
+#include "edits/weight_update.h"
 #include "../arch/arch_test_util.h"  // expect_input_error
 
 namespace graft::edits {
