@@ -252,12 +252,8 @@ nlohmann::json to_json(const MemitOptions& options) {
 MemitOptions::MemitOptions() {
   templates = {{10, 5}};
   value.point = HookName{HookPoint::ResidPost, -1};
-  value.steps = 25;
-  value.learning_rate = 0.5;
-  value.weight_decay = 0.5;
-  value.kl_factor = 0.0625;
+  value.steps = 25;  // the rest of the value optimisation as ROME's (ValueOptions' defaults)
   value.clamp_norm_factor = 0.75;
-  value.stop_loss = 5e-2;
 }
 
 EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options) {

@@ -115,13 +115,7 @@ nlohmann::json to_json(const RomeOptions& options) {
 
 RomeOptions::RomeOptions() {
   templates = {{5, 10}, {10, 10}};
-  value.point = HookName{HookPoint::MlpDown, -1};
-  value.steps = 20;
-  value.learning_rate = 0.5;
-  value.weight_decay = 0.5;
-  value.kl_factor = 0.0625;
-  value.clamp_norm_factor = 4.0;
-  value.stop_loss = 5e-2;
+  value.point = HookName{HookPoint::MlpDown, -1};  // the value optimisation keeps ValueOptions' defaults: ROME's
 }
 
 EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options) {

@@ -32,9 +32,9 @@ def dry_run(*flags):
 
 
 def help_defaults(command):
-    """{flag: default} for every option whose help shows a default in CLI11's "[value]" form."""
+    """{flag: default} for every option whose help shows a default (CLI11 writes "--flag TYPE=value")."""
     text = graft_cli(command, "--help")
-    return {flag: value for flag, value in re.findall(r"(--[\w-]+)\s+\w+\s+\[([^\]]*)\]", text)}
+    return dict(re.findall(r"^\s+(--[\w-]+) [^=\n]*=(\S+)", text, flags=re.MULTILINE))
 
 
 @pytest.mark.parametrize("function", [graft.rome, graft.memit, graft.crown_scan, graft.collect_stats, graft.evaluate])
