@@ -29,7 +29,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # The settings the README's table uses (every one an option; the defaults are the published ones).
 ROME = ["--method", "rome", "--layers", "0", "--fact-token", "subject", "--original-keys", "--steps", "100",
         "--bare-weight", "0.5", "--through-update"]
-# Gemma 4 needs the heavier leakage term for its paraphrases (README: 88.9 at weight 1, 90.3 at 4).
+# Gemma 4 needs the heavier leakage term for its paraphrases (docs/editing-results.md: 88.9 at weight 1, 90.3 at 4).
 ROME_LEAKAGE = {"llama": "1", "gpt2": "1", "gemma4": "4"}
 
 
@@ -38,7 +38,7 @@ def rome(model):
 MEMIT = ["--method", "memit", "--memit-targets", "joint", "--fact-token", "subject", "--lambda", "1000", "--steps", "50",
          "--clamp", "8", "--bare-weight", "0.7", "--leakage-weight", "1.2"]
 MEMIT_LAYERS = {"llama": "0-2", "gpt2": "0-1", "gemma4": "0-1"}
-# The values optimised before the solve (residual / per-layer targets), as the README's earlier rows.
+# The values optimised before the solve (residual / per-layer targets), as docs/editing-results.md's earlier rows.
 MEMIT_SPLIT = ["--method", "memit", "--fact-token", "subject", "--lambda", "10", "--steps", "50", "--clamp", "4",
                "--bare-weight", "0.5"]
 
@@ -103,7 +103,7 @@ def test_rome_one_at_a_time_meets_the_floors(model, stats, known_target_requests
 def test_rome_through_its_update_teaches_words_never_seen(model, stats, unseen_target_requests):
     # Values optimised at the subject alone cannot make a model spell a word it never saw (the
     # continuation tokens are predicted at the target's own positions); through the update, which
-    # acts there too, four of the five succeed on Llama and GPT-2 (the README's 100-request table).
+    # acts there too, four of the five succeed on Llama and GPT-2 (docs/editing-results.md).
     through = scores(model, stats, 0, rome(model), unseen_target_requests)
     assert through[0] >= 80, through
     at_subject = scores(model, stats, 0, [a for a in rome(model) if a != "--through-update"], unseen_target_requests)
