@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -93,6 +92,7 @@ def memory_child(library, path, threads, device):
     """Peak memory of load + prefill 1x128 + 16 decode steps: resident bytes above the post-import
     baseline, or on CUDA the allocator's peak bytes."""
     import torch
+
     import graft
     if threads > 0:
         torch.set_num_threads(threads)
@@ -117,6 +117,7 @@ def memory_child(library, path, threads, device):
 
 def compare(name, path, repeats, quick, graft_bin, threads, device):
     import torch
+
     import graft
     g = graft.load(path, device=device)
     hf = load_hf(path).to(device)

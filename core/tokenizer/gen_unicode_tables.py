@@ -139,7 +139,7 @@ def emit(path):
         "namespace graft::tokenizer_detail {",
         "",
         "// (first, last, flags): 1 = \\p{L}, 2 = \\p{N}, 4 = White_Space, 8 = Rust regex \\w.",
-        f"const CategoryRange kCategoryRanges[] = {{",
+        "const CategoryRange kCategoryRanges[] = {",
     ]
     lines += wrap([f"{{0x{a:X},0x{b:X},{v}}}" for a, b, v in cat_ranges])
     lines += ["};", f"const std::size_t kCategoryRangeCount = {len(cat_ranges)};", ""]

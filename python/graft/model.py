@@ -194,7 +194,8 @@ class Model:
         return tokenizer
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, input_ids: Union[torch.Tensor, str, Sequence[int]], attention_mask: Optional[torch.Tensor] = None,
+    def __call__(self, input_ids: Union[torch.Tensor, str, Sequence[int]],
+                 attention_mask: Optional[torch.Tensor] = None,
                  position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits ``[batch, seq, vocab]`` for ``input_ids`` ``[batch, seq]`` (or ``[seq]``, or a string)."""
         logits, _ = self._forward(input_ids, attention_mask, position_ids, [], [])
@@ -271,7 +272,8 @@ class Model:
         if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
             raise _graft.GraftError(f"input_ids must hold integers, got {ids.dtype}")
         if ids.dim() not in (1, 2) or ids.numel() == 0:
-            raise _graft.GraftError(f"input_ids must be [seq] or [batch, seq] and non-empty, got shape {tuple(ids.shape)}")
+            raise _graft.GraftError(
+                f"input_ids must be [seq] or [batch, seq] and non-empty, got shape {tuple(ids.shape)}")
         return ids.long()
 
     def _forward(self, input_ids: Union[torch.Tensor, str, Sequence[int]], attention_mask: Optional[torch.Tensor],

@@ -86,8 +86,8 @@ def test_run_generates_a_continuation():
 
 def test_bench_measures_only_the_sections_asked_for():
     # Figures are not checked (a benchmark is not a timed test): which ones are measured is.
-    result = graft("bench", "--models", "gemma4-facts", "--sections", "decode,hooks", "--repeats", "1", "--threads", "1",
-                   "--json")
+    result = graft("bench", "--models", "gemma4-facts", "--sections", "decode,hooks", "--repeats", "1",
+                   "--threads", "1", "--json")
     [model] = json.loads(result.stdout)["results"]
     assert model["model"] == "gemma4-facts"
     assert {"decode", "hooks", "memory", "gemm_flops_per_s", "read_bytes_per_s"} <= model.keys()

@@ -55,7 +55,7 @@ def test_crown_scan_seed_makes_the_trace_repeatable():
             "--samples", "4"]
     first, again = (json.loads(graft(*args).stdout) for _ in range(2))
     other = json.loads(graft(*args, "--seed", "9").stdout)
-    assert [l["traced_prob"] for l in first["layers"]] == [l["traced_prob"] for l in again["layers"]]
+    assert [layer["traced_prob"] for layer in first["layers"]] == [layer["traced_prob"] for layer in again["layers"]]
     assert first["corrupted_prob"] != other["corrupted_prob"]
 
 
@@ -127,7 +127,8 @@ def test_eval_through_update_is_a_rome_option(tmp_path):
                                    ["--method", "rome", "--leakage-weight", "-1"]])
 def test_eval_leakage_weight_needs_rome_or_joint_memit_and_is_not_negative(extra, tmp_path):
     stats = tmp_path / "stats.safetensors"
-    graft("stats", BUNDLED, "--corpus", MODELS / "facts_corpus.txt", "--layers", "0-1", "--max-tokens", "500", "-o", stats)
+    graft("stats", BUNDLED, "--corpus", MODELS / "facts_corpus.txt", "--layers", "0-1", "--max-tokens", "500",
+          "-o", stats)
     result = graft("eval", BUNDLED, "--requests", REQUESTS, "--limit", "1", "--stats", stats, "--layers", "0-1", *extra,
                    check=False)
     assert result.returncode == 2 and "--leakage-weight" in result.stderr, result.stderr

@@ -35,8 +35,8 @@ ROME_LEAKAGE = {"llama": "1", "gpt2": "1", "gemma4": "4"}
 
 def rome(model):
     return [*ROME, "--leakage-weight", ROME_LEAKAGE[model]]
-MEMIT = ["--method", "memit", "--memit-targets", "joint", "--fact-token", "subject", "--lambda", "1000", "--steps", "50",
-         "--clamp", "8", "--bare-weight", "0.7", "--leakage-weight", "1.2"]
+MEMIT = ["--method", "memit", "--memit-targets", "joint", "--fact-token", "subject", "--lambda", "1000",
+         "--steps", "50", "--clamp", "8", "--bare-weight", "0.7", "--leakage-weight", "1.2"]
 MEMIT_LAYERS = {"llama": "0-2", "gpt2": "0-1", "gemma4": "0-1"}
 # The values optimised before the solve (residual / per-layer targets), as docs/editing-results.md's earlier rows.
 MEMIT_SPLIT = ["--method", "memit", "--fact-token", "subject", "--lambda", "10", "--steps", "50", "--clamp", "4",

@@ -191,7 +191,8 @@ def test_patch_for_another_model_is_refused(tmp_path, model):
     header["base"]["tensors"][tensor]["sha256"] = "0" * 64
     left, right = (np.frombuffer(read_safetensors(other)[1], dtype="<f4")[:64].reshape(64, 1),
                    np.frombuffer(read_safetensors(other)[1], dtype="<f4")[64:].reshape(192, 1))
-    write_safetensors(other, [(tensor + ".left", left), (tensor + ".right", right)], {"graft.patch": json.dumps(header)})
+    write_safetensors(other, [(tensor + ".left", left), (tensor + ".right", right)],
+                      {"graft.patch": json.dumps(header)})
     assert "fingerprint" in one_line_error(graft("patch", "apply", model, other, "-o", tmp_path / "out"))
 
 

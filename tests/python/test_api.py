@@ -265,7 +265,8 @@ def test_a_hook_that_raises_names_the_hook(model: graft.Model, ids: torch.Tensor
     def broken(tensor: torch.Tensor, hook: graft.HookPoint) -> None:
         raise ZeroDivisionError("inside the hook")
 
-    with pytest.raises(graft.HookError, match=r"hook 'blocks.2.attn.hook_pattern' \(broken\) raised ZeroDivisionError") as info:
+    with pytest.raises(graft.HookError,
+                       match=r"hook 'blocks.2.attn.hook_pattern' \(broken\) raised ZeroDivisionError") as info:
         model.run_with_hooks(ids, [("blocks.2.attn.hook_pattern", broken)])
     assert isinstance(info.value.__cause__, ZeroDivisionError)
     with pytest.raises(graft.HookError):
@@ -276,7 +277,8 @@ def test_a_hook_that_raises_names_the_hook(model: graft.Model, ids: torch.Tensor
 
 def test_a_replacement_of_the_wrong_shape_names_the_hook(model: graft.Model, ids: torch.Tensor,
                                                           baseline: torch.Tensor) -> None:
-    with pytest.raises(graft.GraftError, match=r'hook "blocks.1.hook_resid_post" returned shape \[1, 2, 128\], expected \[1, 6, 128\]'):
+    with pytest.raises(graft.GraftError,
+                       match=r'hook "blocks.1.hook_resid_post" returned shape \[1, 2, 128\], expected \[1, 6, 128\]'):
         model.run_with_hooks(ids, [("blocks.1.hook_resid_post", lambda t, h: t[:, :2])])
     with pytest.raises(graft.GraftError, match=r'hook "hook_embed" returned str, expected a torch.Tensor or None'):
         model.run_with_hooks(ids, [("hook_embed", lambda t, h: "not a tensor")])
@@ -356,7 +358,8 @@ def test_the_stub_matches_the_native_module() -> None:
     native_classes = {n for n, v in vars(_graft).items() if inspect.isclass(v) and not n.startswith("_")}
     assert set(classes) == native_classes
     for name, node in classes.items():
-        stubbed = {item.name for item in node.body if isinstance(item, ast.FunctionDef) and not item.name.startswith("_")}
+        stubbed = {item.name for item in node.body
+                   if isinstance(item, ast.FunctionDef) and not item.name.startswith("_")}
         native = {m for m in dir(getattr(_graft, name)) if not m.startswith("_")}
         if issubclass(getattr(_graft, name), BaseException):
             continue
@@ -365,5 +368,6 @@ def test_the_stub_matches_the_native_module() -> None:
             if isinstance(item, ast.FunctionDef):
                 assert item.returns is not None, f"{name}.{item.name} has no return type in the stub"
     functions = {node.name for node in stub.body if isinstance(node, ast.FunctionDef)}
-    native_functions = {n for n, v in vars(_graft).items() if callable(v) and not inspect.isclass(v) and not n.startswith("_")}
+    native_functions = {n for n, v in vars(_graft).items()
+                        if callable(v) and not inspect.isclass(v) and not n.startswith("_")}
     assert functions == native_functions

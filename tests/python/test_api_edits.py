@@ -84,8 +84,9 @@ def test_crown_scan(clean: graft.Model, requests: list[graft.EditRequest]) -> No
     request = requests[0]
     scan = graft.crown_scan(clean, request.prompt, request.subject, expect=request.target_true)
     assert isinstance(scan, graft.CrownScanResult)
-    assert [l.layer for l in scan.layers] == list(range(clean.num_layers))
-    assert [l.mlp_width for l in scan.layers] == [clean.arch.intermediate_size_for_layer(i) for i in range(clean.num_layers)]
+    assert [layer.layer for layer in scan.layers] == list(range(clean.num_layers))
+    assert [layer.mlp_width for layer in scan.layers] == [clean.arch.intermediate_size_for_layer(i)
+                                                          for i in range(clean.num_layers)]
     assert 0 <= scan.picked_layer < clean.num_layers
     assert scan.baseline_prob > 0.5  # the model knows the fact
     assert scan.corrupted_prob < scan.baseline_prob

@@ -25,7 +25,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks_and_they_carry_no_outputs() -> None:
-    assert [p.name for p in NOTEBOOKS][:3] == ["01_hooks_and_caches.ipynb", "02_crown_scan.ipynb", "03_rome_memit.ipynb"]
+    assert [p.name for p in NOTEBOOKS][:3] == ["01_hooks_and_caches.ipynb", "02_crown_scan.ipynb",
+                                               "03_rome_memit.ipynb"]
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
         for cell in notebook.cells:

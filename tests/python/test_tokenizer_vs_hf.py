@@ -248,7 +248,8 @@ def random_segment(rng):
     if kind == 11:
         return "".join(rng.choice("!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~…—«»¿¡") for _ in range(rng.randrange(1, 5)))
     if kind == 12:
-        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(rng.randrange(1, 12)))
+        letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        return "".join(rng.choice(letters) for _ in range(rng.randrange(1, 12)))
     return " " + rng.choice(WORDS)
 
 
@@ -289,9 +290,11 @@ def compare_tokenizer(name, path, rng, tally, n_strings):
         got = ours.encode(text, add_special_tokens=False)
         tally.check(f"{name} encode({text!r})", got, want)
         for skip in (False, True):
-            tally.check(f"{name} decode({want}, skip={skip})", ours.decode(want, skip), hf.decode(want, skip_special_tokens=skip))
+            tally.check(f"{name} decode({want}, skip={skip})", ours.decode(want, skip),
+                        hf.decode(want, skip_special_tokens=skip))
     for text in texts[:200]:
-        tally.check(f"{name} encode({text!r}, True)", ours.encode(text, True), hf.encode(text, add_special_tokens=True).ids)
+        tally.check(f"{name} encode({text!r}, True)", ours.encode(text, True),
+                    hf.encode(text, add_special_tokens=True).ids)
     size = hf.get_vocab_size(with_added_tokens=True)
     for _ in range(RANDOM_ID_LISTS):  # arbitrary id sequences: split characters, stray byte tokens
         ids = [rng.randrange(size) for _ in range(rng.randrange(0, 12))]
@@ -329,8 +332,9 @@ def all_pairs_tokenizer(pre_tokenizer, normalizer=None, added_tokens=()):
         for b in alphabet:
             vocab[a + b] = len(vocab)
             merges.append([a, b])
-    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": list(added_tokens), "normalizer": normalizer,
-            "pre_tokenizer": pre_tokenizer, "post_processor": None, "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": list(added_tokens),
+            "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": None,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                       "vocab": vocab, "merges": merges}}
