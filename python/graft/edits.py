@@ -62,7 +62,8 @@ def _stats(model: Model, stats: StatsLike) -> KeyStatistics:
         return stats
     if isinstance(stats, (str, os.PathLike)):
         return KeyStatistics.load(os.fspath(stats), model.native)
-    raise _graft.GraftError(f"stats must be graft.KeyStatistics or the path of saved statistics, got {type(stats).__name__}")
+    raise _graft.GraftError(
+        f"stats must be graft.KeyStatistics or the path of saved statistics, got {type(stats).__name__}")
 
 
 def _options(options: object, overrides: Mapping[str, object], renamed: Mapping[str, str]) -> object:
@@ -137,7 +138,8 @@ def collect_stats(model: Model, texts: Union[Sequence[str], PathLike], layers: O
         corpus = list(texts)
         if not all(isinstance(t, str) for t in corpus):
             raise _graft.GraftError("texts must be strings (or one path)")
-    options = _options(_graft.StatsOptions(), {"max_tokens": max_tokens, "window": window, "batch_size": batch_size}, {})
+    overrides = {"max_tokens": max_tokens, "window": window, "batch_size": batch_size}
+    options = _options(_graft.StatsOptions(), overrides, {})
     options.layers = sorted(set(layers or []))
     return KeyStatistics.collect(model.native, corpus, options)
 

@@ -96,6 +96,7 @@ def test_crown_scan_from_python_and_cli_run_the_same_options():
     request = json.loads(REQUESTS.read_text())[0]
     model = graft.load(BUNDLED)
     python = graft.crown_scan(model, request["prompt"], request["subject"]).to_dict()
-    cli = json.loads(graft_cli("crown-scan", BUNDLED, "--prompt", request["prompt"], "--subject", request["subject"], "--json"))
+    cli = json.loads(graft_cli("crown-scan", BUNDLED, "--prompt", request["prompt"], "--subject", request["subject"],
+                               "--json"))
     assert python["options"] == cli["options"]
     assert python["picked_layer"] == cli["picked_layer"]
