@@ -20,7 +20,7 @@
 #include "core/tensor.h"
 #include "edits/patch_detail.h"
 #include "edits/patch_format.h"
-#include "edits/weight_layout.h"
+#include "edits/weight_update.h"
 
 #ifndef GRAFT_VERSION
 #define GRAFT_VERSION "unknown"
@@ -54,9 +54,7 @@ std::string body_checksum(const std::vector<PatchEntry>& entries) {
 
 // A caller's tensor as a body tensor, owning its memory (a view of the caller's buffer would change
 // under the patch).
-at::Tensor to_body(const at::Tensor& t) {
-  return t.detach().to(at::kCPU, at::kFloat).contiguous().clone();
-}
+at::Tensor to_body(const at::Tensor& t) { return patch_factor(t).clone(); }
 
 // A factor read from a file as an owning tensor: the file may be replaced later.
 at::Tensor to_body(const Factor& f) {
@@ -111,23 +109,11 @@ PatchEntry entry_from_update(const Model& model, const TensorUpdate& u) {
   return entry;
 }
 
-// ----- applying in memory -----
-
-at::ScalarType compute_dtype(const at::Tensor& weight) {
-  return weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 }  // namespace
 
-at::Tensor PatchEntry::logical_delta() const {
-  if (kind == UpdateKind::Dense) return dense.to(at::kDouble);
-  return at::matmul(left.to(at::kDouble), right.to(at::kDouble).t());
-}
+at::Tensor PatchEntry::logical_delta() const { return edits::logical_delta(left, right, dense); }
 
-at::Tensor PatchEntry::stored_delta() const {
-  at::Tensor d = logical_delta();
-  return stored_transposed(layout) ? d.t().contiguous() : d;
-}
+at::Tensor PatchEntry::stored_delta() const { return logical_to_stored(logical_delta(), layout).contiguous(); }
 
 // ----- Patch -----
 
@@ -253,9 +239,7 @@ void PatchStack::apply(const Patch& patch) {
     if (sizes_of(weight) != expected)
       throw InputError("patch " + detail::describe(patch) + ": weight " + io::detail::quoted(e.tensor) + " has shape " +
                        shape_string(sizes_of(weight)) + " in memory, expected " + shape_string(expected));
-    const at::ScalarType type = compute_dtype(weight);
-    const at::Tensor delta = e.stored_delta().to(weight.device(), type);
-    writes.emplace_back(&weight, (weight.to(type) + delta).to(weight.scalar_type()));
+    writes.emplace_back(&weight, updated_weight(weight, e.logical_delta(), e.layout));
     record.originals.emplace(e.tensor, weight.clone());
   }
   for (auto& [weight, value] : writes) weight->copy_(value);

@@ -7,7 +7,8 @@
 // under the key "graft.patch" with the entries, the base model's fingerprint (SHA-256 of the stored
 // bytes of every tensor the patch touches), provenance and a SHA-256 of the body.
 //
-// The header's types are in edits/patch_header.h, the torch-free reader in edits/patch_format.h.
+// The header's types are in edits/patch_header.h, the torch-free reader in edits/patch_format.h;
+// weights change in memory through edits/weight_update.h.
 //
 // Three ways to use a patch:
 //   * in memory on a loaded Model: PatchStack (exact revert: it keeps the original bytes);

@@ -489,22 +489,9 @@ FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, Fa
   return out;
 }
 
-TemporaryUpdates::~TemporaryUpdates() {
-  for (auto& [name, original] : originals_) model_.weight(name).copy_(original);
-}
-
-void TemporaryUpdates::add(const TensorUpdate& update) {
-  at::Tensor& weight = model_.weight(update.tensor);
-  if (!originals_.count(update.tensor)) originals_.emplace(update.tensor, weight.clone());
-  at::Tensor delta = update.dense.defined() ? update.dense : at::matmul(update.left, update.right.t());
-  if (model_.arch().mlp_down_projection(update.layer).layout == arch::WeightLayout::InOut) delta = delta.t();
-  weight.add_(delta.to(weight.scalar_type()).to(weight.device()));
-}
-
 double mlp_output_power(const Model& model, int layer, const at::Tensor& second_moment) {
   const auto& down = model.arch().mlp_down_projection(layer);
-  at::Tensor w = model.weight(down.weight).to(at::kFloat).cpu();
-  if (down.layout == arch::WeightLayout::InOut) w = w.t();  // logical [H, I]
+  const at::Tensor w = stored_to_logical(model.weight(down.weight).to(at::kFloat).cpu(), down.layout);  // [H, I]
   // H x I^2 products, so float32: a normaliser needs no more.
   const double power = (at::matmul(w, second_moment.to(at::kFloat).cpu()) * w).sum().item<double>();
   if (!(power > 0))

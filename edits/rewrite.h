@@ -14,6 +14,7 @@
 #include "core/hooks.h"
 #include "edits/patch.h"
 #include "edits/request.h"
+#include "edits/weight_update.h"  // TemporaryUpdates, which the editors use
 
 namespace graft {
 class Model;
@@ -134,23 +135,6 @@ struct OptimizedValues {
 OptimizedValues optimize_values(const Model& model, const std::vector<EditRequest>& requests,
                                 const std::vector<std::string>& contexts, const ValueOptions& options,
                                 const std::vector<FactTokens>& tokens = {});
-
-// Updates applied to a model's weights for the duration of an edit (so later steps see earlier
-// ones), undone exactly when it goes out of scope, error or not: the first time a tensor is
-// touched its bytes are copied, and the copies are written back at the end.
-class TemporaryUpdates {
- public:
-  explicit TemporaryUpdates(Model& model) : model_(model) {}
-  ~TemporaryUpdates();
-  TemporaryUpdates(const TemporaryUpdates&) = delete;
-  TemporaryUpdates& operator=(const TemporaryUpdates&) = delete;
-  // Adds dW = left @ right^T (logical [out, in]) to the tensor, in the layout the checkpoint stores.
-  void add(const TensorUpdate& update);
-
- private:
-  Model& model_;
-  std::map<std::string, at::Tensor> originals_;
-};
 
 // tr(W C W^T) for the layer's down projection W and key second moment C: the expected squared MLP
 // output over the statistics' tokens, the scale the leakage term is measured against.

@@ -1,6 +1,6 @@
 // Patch files: SHA-256, the format (round trip, corruption, the torch-free reader), in-memory
-// apply/revert (bit-exact), and patched model directories (apply, stack, revert, verify, shards,
-// GPT-2 layout, failures).
+// apply/revert (bit-exact, and the same bits as an editor's TemporaryUpdates), and patched model
+// directories (apply, stack, revert, verify, shards, GPT-2 layout, failures).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -19,7 +19,7 @@
 #include "core/tensor.h"
 #include "edits/patch.h"
 #include "edits/patch_format.h"
-#include "edits/weight_layout.h"
+#include "edits/weight_update.h"
 
 namespace graft::edits {
 namespace {
@@ -135,7 +135,7 @@ void expect_same_entry(const PatchFileEntry& f, const PatchEntry& t) {
     const at::Tensor magnitude = at::matmul(t.left.abs().to(at::kDouble), t.right.abs().to(at::kDouble).t());
     const at::Tensor allowed = magnitude * (static_cast<double>(f.rank) * std::ldexp(1.0, -52));
     EXPECT_TRUE(at::le((tensor_of(logical) - t.logical_delta()).abs(), allowed).all().item<bool>()) << f.tensor;
-    const at::Tensor allowed_stored = stored_transposed(f.layout) ? allowed.t() : allowed;
+    const at::Tensor allowed_stored = logical_to_stored(allowed, f.layout);
     EXPECT_TRUE(at::le((tensor_of(stored) - t.stored_delta()).abs(), allowed_stored).all().item<bool>()) << f.tensor;
   }
 }
@@ -474,6 +474,39 @@ TEST(PatchInMemory, Gpt2ConvOneDLayoutAddsTheTransposedUpdate) {
   EXPECT_FALSE(at::allclose(logits(*model), logits_before));
   stack.revert_all();
   EXPECT_TRUE(at::equal(w, before));
+}
+
+// ----- editors' temporary updates (edits/weight_update.h) -----
+
+// An editor applies its updates (TemporaryUpdates) to see what they do, and `graft eval --method`
+// scores the model that way; both must be the model the patch made of those updates gives. On
+// low-precision weights the order of roundings shows: rounding dW to bf16 before adding it (as
+// TemporaryUpdates once did) changes many elements.
+TEST(WeightUpdate, TemporaryUpdatesChangeWeightsExactlyAsThePatchDoes) {
+  for (const std::string& dir : {kGemma4, kGpt2}) {
+    for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+      LoadOptions options;
+      options.dtype = dtype;
+      auto model = Model::load(dir, options);
+      ASSERT_EQ(model->dtype(), dtype);
+      const std::vector<TensorUpdate> updates = {low_rank(*model, 1, 3, 1, 0.5), dense(*model, 0, 2, 0.1)};
+      const auto patch = Patch::create(*model, updates, provenance());
+      std::map<std::string, at::Tensor> before, by_editor;
+      for (const auto& u : updates) before[u.tensor] = model->weight(u.tensor).clone();
+      {
+        TemporaryUpdates applied(*model);
+        for (const auto& u : updates) applied.add(u);
+        for (const auto& u : updates) by_editor[u.tensor] = model->weight(u.tensor).clone();
+      }
+      for (const auto& [name, w] : before) EXPECT_TRUE(at::equal(model->weight(name), w)) << name << ": not restored";
+      PatchStack stack(*model);
+      stack.apply(patch);
+      for (const auto& [name, w] : by_editor) {
+        EXPECT_FALSE(at::equal(w, before[name])) << name;
+        EXPECT_TRUE(at::equal(model->weight(name), w)) << dir << " " << dtype_string(dtype) << " " << name;
+      }
+    }
+  }
 }
 
 // ----- on disk -----
