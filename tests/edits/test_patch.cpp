@@ -32,6 +32,7 @@ const std::string kGemma4 = kFixtures + "gemma4_e2b_like";  // layers 4..7 are d
 const std::string kLlama = kFixtures + "llama3";
 const std::string kGpt2 = kFixtures + "gpt2";                 // Conv1D: c_proj stored [in, out]
 const std::string kFacts = std::string(GRAFT_MODELS_DIR) + "/gemma4_facts";
+const std::string kPatchCorpus = std::string(GRAFT_TEST_DATA) + "/../fuzz/corpus/patch";
 // On disk W' = W + dW is computed in float64 and rounded once to float32: half an ulp.
 const double kDiskEps = std::ldexp(1.0, -24);
 // In memory the float32 sum rounds dW and then W + dW: two half ulps.
@@ -359,6 +360,19 @@ TEST(PatchFormat, UnalignedBodyTensorsAreReadThroughACopy) {
     expect_same_entry(e, patch.entries()[i]);
     expect_same_entry(e, loaded.entries()[i]);
   }
+}
+
+TEST(PatchFormat, FuzzSeedCorpusHoldsValidPatches) {
+  // tests/fuzz/corpus/patch seeds fuzz_patch; a seed the reader refuses would fuzz only the first checks.
+  int valid = 0;
+  for (const auto& entry : fs::directory_iterator(kPatchCorpus)) {
+    const std::string path = entry.path().string();
+    EXPECT_NO_THROW(PatchFile::open(path)) << path;
+    EXPECT_NO_THROW(Patch::load(path)) << path;
+    EXPECT_LE(fs::file_size(entry.path()), 8192u) << path << ": longer than the fuzz run's -max_len";
+    ++valid;
+  }
+  EXPECT_GE(valid, 3);
 }
 
 // ----- in memory -----
