@@ -26,8 +26,3 @@ class FormatError : public InputError {
 };
 
 }  // namespace graft
-
-#define GRAFT_CHECK(cond, ExceptionType, message)     \
-  do {                                                \
-    if (!(cond)) throw ExceptionType(message);        \
-  } while (0)

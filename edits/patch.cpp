@@ -1,5 +1,6 @@
 // The patch file format (docs/patch-format.md): building a patch from an editor's updates, writing
-// it, reading it back with every field checked, and applying it in memory with an exact revert.
+// it, reading it back (every check is edits/patch_format.cpp's), and applying it in memory with an
+// exact revert.
 #include "edits/patch.h"
 
 #include <fcntl.h>
@@ -18,6 +19,8 @@
 #include "core/model.h"
 #include "core/tensor.h"
 #include "edits/patch_detail.h"
+#include "edits/patch_format.h"
+#include "edits/weight_update.h"
 
 #ifndef GRAFT_VERSION
 #define GRAFT_VERSION "unknown"
@@ -27,10 +30,7 @@ namespace graft::edits {
 namespace {
 
 using Json = nlohmann::json;
-// Quotes a name for a message (std::quoted would win overload resolution by ADL otherwise).
-std::string q(const std::string& name) { return io::detail::quoted(name); }
-
-std::string shape_string(const std::vector<int64_t>& shape) { return io::detail::shape_string(shape); }
+using io::detail::shape_string;
 
 std::string now_iso8601_utc() {
   const std::time_t now = std::time(nullptr);
@@ -45,30 +45,26 @@ std::vector<int64_t> sizes_of(const at::Tensor& t) { return t.sizes().vec(); }
 
 bool all_finite(const at::Tensor& t) { return t.numel() == 0 || at::isfinite(t).all().item<bool>(); }
 
-// The body tensors of an entry, in checksum order.
-std::vector<std::pair<std::string, const at::Tensor*>> body_tensors(const PatchEntry& entry) {
-  if (entry.kind == UpdateKind::LowRank)
-    return {{entry.tensor + ".left", &entry.left}, {entry.tensor + ".right", &entry.right}};
-  return {{entry.tensor + ".delta", &entry.dense}};
-}
-
 std::string body_checksum(const std::vector<PatchEntry>& entries) {
-  io::Sha256 sha;
+  std::vector<std::pair<const void*, size_t>> bytes;
   for (const auto& entry : entries)
-    for (const auto& [name, tensor] : body_tensors(entry)) sha.update(tensor->data_ptr(), tensor->nbytes());
-  return io::Sha256::hex(sha.finish());
+    for (const auto& [name, tensor] : body_parts(entry)) bytes.emplace_back(tensor->data_ptr(), tensor->nbytes());
+  return body_sha256(bytes);
 }
 
-// A caller's tensor as a body tensor: float32, contiguous, on the CPU, owning its memory (a view of
-// the caller's buffer would change under the patch).
-at::Tensor to_body(const at::Tensor& t) {
-  return t.detach().to(at::kCPU, at::kFloat).contiguous().clone();
+// A caller's tensor as a body tensor, owning its memory (a view of the caller's buffer would change
+// under the patch).
+at::Tensor to_body(const at::Tensor& t) { return patch_factor(t).clone(); }
+
+// A factor read from a file as an owning tensor: the file may be replaced later.
+at::Tensor to_body(const Factor& f) {
+  return at::from_blob(const_cast<float*>(f.data), {f.rows, f.cols}, at::kFloat).clone();
 }
 
 // ----- create -----
 
 [[noreturn]] void fail_update(const TensorUpdate& u, const std::string& problem) {
-  throw InputError("patch update for tensor " + q(u.tensor) + " (layer " + std::to_string(u.layer) +
+  throw InputError("patch update for tensor " + io::detail::quoted(u.tensor) + " (layer " + std::to_string(u.layer) +
                    "): " + problem);
 }
 
@@ -79,7 +75,7 @@ PatchEntry entry_from_update(const Model& model, const TensorUpdate& u) {
   const arch::LinearNames& down = arch.mlp_down_projection(u.layer);
   if (u.tensor != down.weight)
     fail_update(u, "patches update MLP down projections only; layer " + std::to_string(u.layer) + "'s is " +
-                       q(down.weight));
+                       io::detail::quoted(down.weight));
   PatchEntry entry;
   entry.tensor = u.tensor;
   entry.layer = u.layer;
@@ -108,145 +104,16 @@ PatchEntry entry_from_update(const Model& model, const TensorUpdate& u) {
     entry.kind = UpdateKind::Dense;
     entry.dense = to_body(u.dense);
   }
-  for (const auto& [name, tensor] : body_tensors(entry))
+  for (const auto& [name, tensor] : body_parts(entry))
     if (!all_finite(*tensor)) fail_update(u, name + " holds NaN or Inf (after conversion to float32)");
   return entry;
 }
 
-// ----- header -----
-
-Json entry_header(const PatchEntry& e) {
-  Json j = {{"tensor", e.tensor}, {"layer", e.layer}, {"kind", update_kind_name(e.kind)},
-            {"shape", e.shape},   {"layout", weight_layout_name(e.layout)}};
-  if (e.kind == UpdateKind::LowRank) j["rank"] = e.rank;
-  return j;
-}
-
-Json base_header(const BaseFingerprint& base) {
-  Json tensors = Json::object();
-  for (const auto& [name, t] : base.tensors)
-    tensors[name] = {{"sha256", t.sha256}, {"dtype", t.dtype}, {"shape", t.shape}};
-  return {{"model_type", base.model_type}, {"family", base.family}, {"tensors", tensors}};
-}
-
-// Typed access to the header with errors that name the file and the field.
-class HeaderReader {
- public:
-  explicit HeaderReader(std::string path) : path_(std::move(path)) {}
-  [[noreturn]] void fail(const std::string& problem) const {
-    throw FormatError(path_ + ": not a valid graft patch: " + problem);
-  }
-  const Json& field(const Json& object, const std::string& key, Json::value_t type, const std::string& where) const {
-    if (!object.is_object()) fail(where + " must be an object");
-    auto it = object.find(key);
-    if (it == object.end()) fail(where + " has no field " + q(key));
-    const bool ok = it->type() == type ||
-                    (type == Json::value_t::number_integer && it->type() == Json::value_t::number_unsigned);
-    if (!ok) fail(where + "." + key + " has the wrong type (" + it->type_name() + ")");
-    return *it;
-  }
-  std::string string(const Json& o, const std::string& key, const std::string& where) const {
-    return field(o, key, Json::value_t::string, where).get<std::string>();
-  }
-  int64_t integer(const Json& o, const std::string& key, const std::string& where) const {
-    return field(o, key, Json::value_t::number_integer, where).get<int64_t>();
-  }
-  std::vector<int64_t> shape(const Json& o, const std::string& key, const std::string& where) const {
-    const Json& s = field(o, key, Json::value_t::array, where);
-    std::vector<int64_t> dims;
-    for (const auto& d : s) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) fail(where + "." + key + " must list non-negative integers");
-      dims.push_back(d.get<int64_t>());
-    }
-    return dims;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-UpdateKind parse_kind(const HeaderReader& r, const std::string& s, const std::string& where) {
-  if (s == "low_rank") return UpdateKind::LowRank;
-  if (s == "dense") return UpdateKind::Dense;
-  r.fail(where + ".kind " + q(s) + " is not low_rank or dense");
-}
-
-arch::WeightLayout parse_layout(const HeaderReader& r, const std::string& s, const std::string& where) {
-  if (s == "out_in") return arch::WeightLayout::OutIn;
-  if (s == "in_out") return arch::WeightLayout::InOut;
-  r.fail(where + ".layout " + q(s) + " is not out_in or in_out");
-}
-
-BaseFingerprint parse_base(const HeaderReader& r, const Json& header) {
-  const Json& b = r.field(header, "base", Json::value_t::object, "header");
-  BaseFingerprint base;
-  base.model_type = r.string(b, "model_type", "base");
-  base.family = r.string(b, "family", "base");
-  for (const auto& [name, t] : r.field(b, "tensors", Json::value_t::object, "base").items()) {
-    const std::string where = "base.tensors[" + q(name) + "]";
-    BaseTensor bt{r.string(t, "sha256", where), r.string(t, "dtype", where), r.shape(t, "shape", where)};
-    if (bt.sha256.size() != 64 || bt.sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
-      r.fail(where + ".sha256 is not a lower-case hex SHA-256");
-    base.tensors.emplace(name, std::move(bt));
-  }
-  return base;
-}
-
-// One body tensor, checked against the shape the header implies, copied out of the mapping.
-at::Tensor read_body_tensor(const HeaderReader& r, const io::SafetensorsFile& file, const std::string& name,
-                            const std::vector<int64_t>& shape) {
-  if (!file.contains(name)) r.fail("the body has no tensor " + q(name));
-  const io::TensorView& view = file.get(name);
-  if (view.dtype != io::DType::F32)
-    r.fail("body tensor " + q(name) + " is " + io::dtype_name(view.dtype) + ", expected F32");
-  if (view.shape != shape)
-    r.fail("body tensor " + q(name) + " has shape " + shape_string(view.shape) + ", the header implies " +
-           shape_string(shape));
-  return tensor_from_view(view).clone();  // own the bytes: the file may be replaced later
-}
-
-PatchEntry parse_entry(const HeaderReader& r, const io::SafetensorsFile& file, const Json& j, size_t index) {
-  const std::string where = "entries[" + std::to_string(index) + "]";
-  PatchEntry e;
-  e.tensor = r.string(j, "tensor", where);
-  e.layer = static_cast<int>(r.integer(j, "layer", where));
-  e.kind = parse_kind(r, r.string(j, "kind", where), where);
-  e.shape = r.shape(j, "shape", where);
-  e.layout = parse_layout(r, r.string(j, "layout", where), where);
-  if (e.shape.size() != 2 || e.shape[0] < 1 || e.shape[1] < 1) r.fail(where + ".shape must be [out, in]");
-  if (e.layer < 0) r.fail(where + ".layer must be >= 0");
-  if (e.kind == UpdateKind::LowRank) {
-    e.rank = r.integer(j, "rank", where);
-    if (e.rank < 1) r.fail(where + ".rank must be >= 1");
-    e.left = read_body_tensor(r, file, e.tensor + ".left", {e.shape[0], e.rank});
-    e.right = read_body_tensor(r, file, e.tensor + ".right", {e.shape[1], e.rank});
-  } else {
-    e.dense = read_body_tensor(r, file, e.tensor + ".delta", e.shape);
-  }
-  return e;
-}
-
-// ----- applying in memory -----
-
-at::ScalarType compute_dtype(const at::Tensor& weight) {
-  return weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 }  // namespace
 
-const char* update_kind_name(UpdateKind kind) { return kind == UpdateKind::LowRank ? "low_rank" : "dense"; }
-const char* weight_layout_name(arch::WeightLayout l) { return l == arch::WeightLayout::InOut ? "in_out" : "out_in"; }
+at::Tensor PatchEntry::logical_delta() const { return edits::logical_delta(left, right, dense); }
 
-at::Tensor PatchEntry::logical_delta() const {
-  if (kind == UpdateKind::Dense) return dense.to(at::kDouble);
-  return at::matmul(left.to(at::kDouble), right.to(at::kDouble).t());
-}
-
-at::Tensor PatchEntry::stored_delta() const {
-  at::Tensor d = logical_delta();
-  return layout == arch::WeightLayout::InOut ? d.t().contiguous() : d;
-}
+at::Tensor PatchEntry::stored_delta() const { return logical_to_stored(logical_delta(), layout).contiguous(); }
 
 // ----- Patch -----
 
@@ -266,10 +133,10 @@ Patch Patch::create(const Model& base, std::vector<TensorUpdate> updates, PatchP
   patch.base_.family = arch::family_name(base.spec().family);
   for (const auto& e : patch.entries_) {
     const io::TensorView& view = checkpoint.get(e.tensor);
-    const auto expected = detail::stored_shape(e.shape, e.layout);
+    const auto expected = stored_shape(e.shape, e.layout);
     if (view.shape != expected)
-      throw InputError(view.file->path() + ": tensor " + q(e.tensor) + " is stored as " + shape_string(view.shape) +
-                       ", expected " + shape_string(expected) + " from config.json");
+      throw InputError(view.file->path() + ": tensor " + io::detail::quoted(e.tensor) + " is stored as " +
+                       shape_string(view.shape) + ", expected " + shape_string(expected) + " from config.json");
     patch.base_.tensors[e.tensor] = {detail::base_sha256(checkpoint, record ? &*record : nullptr, e.tensor),
                                      io::dtype_name(view.dtype), view.shape};
   }
@@ -282,12 +149,12 @@ Patch Patch::create(const Model& base, std::vector<TensorUpdate> updates, PatchP
 
 Json Patch::header() const {
   Json entries = Json::array();
-  for (const auto& e : entries_) entries.push_back(entry_header(e));
+  for (const auto& e : entries_) entries.push_back(entry_json(e));
   return {{"format", kPatchFormatName},
           {"format_version", kPatchFormatVersion},
           {"graft_version", graft_version_},
           {"created", created_},
-          {"base", base_header(base_)},
+          {"base", base_json(base_)},
           {"method", provenance_.method},
           {"hyperparameters", provenance_.hyperparameters},
           {"requests", provenance_.requests},
@@ -299,65 +166,31 @@ Json Patch::header() const {
 void Patch::save(const std::string& path) const {
   std::vector<io::TensorToWrite> tensors;
   for (const auto& e : entries_)
-    for (const auto& [name, t] : body_tensors(e))
+    for (const auto& [name, t] : body_parts(e))
       tensors.push_back({name, io::DType::F32, sizes_of(*t), t->data_ptr(), t->nbytes()});
   io::write_safetensors(path, tensors, {{kPatchMetadataKey, header().dump()}});
 }
 
 Patch Patch::load(const std::string& path) {
-  const io::SafetensorsFile file = io::SafetensorsFile::open(path);  // truncation, bad offsets: FormatError
-  const HeaderReader r(path);
-  const auto meta = file.metadata().find(kPatchMetadataKey);
-  if (meta == file.metadata().end())
-    r.fail("no " + q(kPatchMetadataKey) + " entry in the safetensors __metadata__");
-  Json header;
-  try {
-    header = Json::parse(meta->second);
-  } catch (const Json::exception& e) {
-    r.fail("the header is not valid JSON: " + io::detail::printable(e.what()));
-  }
-  if (!header.is_object()) r.fail("the header is not a JSON object");
-  const std::string format = r.string(header, "format", "header");
-  if (format != kPatchFormatName) r.fail("format is " + q(format) + ", expected " + q(kPatchFormatName));
-  const int64_t version = r.integer(header, "format_version", "header");
-  if (version != kPatchFormatVersion)
-    r.fail("format version " + std::to_string(version) + " (this graft reads version " +
-           std::to_string(kPatchFormatVersion) + (version > kPatchFormatVersion ? "; the patch is from a newer graft)" : ")"));
-
+  const PatchFile file = PatchFile::open(path);  // every check; FormatError naming the file
   Patch patch;
   patch.source_ = path;
-  patch.graft_version_ = r.string(header, "graft_version", "header");
-  patch.created_ = r.string(header, "created", "header");
-  patch.provenance_.method = r.string(header, "method", "header");
-  patch.provenance_.hyperparameters = header.value("hyperparameters", Json::object());
-  patch.provenance_.requests = header.value("requests", Json::array());
-  patch.provenance_.notes = header.value("notes", Json());
-  patch.base_ = parse_base(r, header);
-  const Json& entries = r.field(header, "entries", Json::value_t::array, "header");
-  if (entries.empty()) r.fail("no entries");
-  std::set<std::string> body_names;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    PatchEntry e = parse_entry(r, file, entries[i], i);
-    if (patch.base_.tensors.count(e.tensor) == 0) r.fail("base.tensors has no fingerprint for " + q(e.tensor));
-    if (patch.base_.tensors.at(e.tensor).shape != detail::stored_shape(e.shape, e.layout))
-      r.fail("entry " + q(e.tensor) + ": shape " + shape_string(e.shape) + " with layout " +
-             weight_layout_name(e.layout) + " disagrees with the base shape " +
-             shape_string(patch.base_.tensors.at(e.tensor).shape));
-    for (const auto& [name, t] : body_tensors(e))
-      if (!body_names.insert(name).second) r.fail("tensor " + q(e.tensor) + " has two entries");
-    patch.entries_.push_back(std::move(e));
+  patch.graft_version_ = file.graft_version();
+  patch.created_ = file.created();
+  patch.provenance_ = file.provenance();
+  patch.base_ = file.base();
+  patch.checksum_ = file.checksum();
+  for (const PatchFileEntry& e : file.entries()) {
+    PatchEntry entry;
+    static_cast<PatchEntryHeader&>(entry) = e;
+    if (e.kind == UpdateKind::LowRank) {
+      entry.left = to_body(e.left);
+      entry.right = to_body(e.right);
+    } else {
+      entry.dense = to_body(e.dense);
+    }
+    patch.entries_.push_back(std::move(entry));
   }
-  if (body_names.size() != file.tensors().size()) r.fail("the body holds tensors no entry uses");
-  if (patch.base_.tensors.size() != patch.entries_.size()) r.fail("base.tensors lists tensors no entry touches");
-
-  const std::string stored_checksum = r.string(header, "body_sha256", "header");
-  patch.checksum_ = body_checksum(patch.entries_);
-  if (patch.checksum_ != stored_checksum)
-    r.fail("body checksum mismatch (header says " + stored_checksum + ", body hashes to " + patch.checksum_ +
-           "): the file is corrupt");
-  for (const auto& e : patch.entries_)
-    for (const auto& [name, t] : body_tensors(e))
-      if (!all_finite(*t)) r.fail("body tensor " + q(name) + " holds NaN or Inf");
   return patch;
 }
 
@@ -402,13 +235,11 @@ void PatchStack::apply(const Patch& patch) {
   std::vector<std::pair<at::Tensor*, at::Tensor>> writes;
   for (const auto& e : patch.entries()) {
     at::Tensor& weight = model_.weight(e.tensor);
-    const auto expected = detail::stored_shape(e.shape, e.layout);
+    const auto expected = stored_shape(e.shape, e.layout);
     if (sizes_of(weight) != expected)
-      throw InputError("patch " + detail::describe(patch) + ": weight " + q(e.tensor) + " has shape " +
+      throw InputError("patch " + detail::describe(patch) + ": weight " + io::detail::quoted(e.tensor) + " has shape " +
                        shape_string(sizes_of(weight)) + " in memory, expected " + shape_string(expected));
-    const at::ScalarType type = compute_dtype(weight);
-    const at::Tensor delta = e.stored_delta().to(weight.device(), type);
-    writes.emplace_back(&weight, (weight.to(type) + delta).to(weight.scalar_type()));
+    writes.emplace_back(&weight, updated_weight(weight, e.logical_delta(), e.layout));
     record.originals.emplace(e.tensor, weight.clone());
   }
   for (auto& [weight, value] : writes) weight->copy_(value);
@@ -427,8 +258,8 @@ void PatchStack::revert(const Patch& patch) {
     for (const auto& [name, original] : applied_[index].originals)
       if (applied_[later].originals.count(name))
         throw InputError("cannot revert patch " + detail::describe(patch) + " yet: patch " +
-                         applied_[later].checksum.substr(0, 12) + ", applied after it, also changes " + q(name) +
-                         "; revert that one first");
+                         applied_[later].checksum.substr(0, 12) + ", applied after it, also changes " +
+                         io::detail::quoted(name) + "; revert that one first");
   for (const auto& [name, original] : applied_[index].originals) model_.weight(name).copy_(original);
   applied_.erase(applied_.begin() + static_cast<std::ptrdiff_t>(index));
 }
@@ -444,11 +275,6 @@ void PatchStack::revert_all() {
 
 namespace detail {
 
-std::vector<int64_t> stored_shape(const std::vector<int64_t>& logical, arch::WeightLayout layout) {
-  if (layout == arch::WeightLayout::InOut && logical.size() == 2) return {logical[1], logical[0]};
-  return logical;
-}
-
 std::string describe(const Patch& patch) {
   std::string text = patch.checksum().substr(0, 12) + " (" + patch.provenance().method;
   if (!patch.source().empty()) text += ", " + patch.source();
@@ -463,7 +289,9 @@ std::string stored_tensor_sha256(const io::TensorView& view) {
   do {
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
-  if (fd < 0) throw InputError(path + ": cannot open to fingerprint " + q(view.name) + ": " + io::detail::os_error(errno));
+  if (fd < 0)
+    throw InputError(path + ": cannot open to fingerprint " + io::detail::quoted(view.name) + ": " +
+                     io::detail::os_error(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != mapped.size()) {
     ::close(fd);
@@ -479,7 +307,8 @@ std::string stored_tensor_sha256(const io::TensorView& view) {
     if (n <= 0) {
       const int err = n < 0 ? errno : EIO;
       ::close(fd);
-      throw InputError(path + ": cannot read tensor " + q(view.name) + ": " + io::detail::os_error(err));
+      throw InputError(path + ": cannot read tensor " + io::detail::quoted(view.name) + ": " +
+                       io::detail::os_error(err));
     }
     sha.update(chunk.data(), static_cast<size_t>(n));
     done += static_cast<size_t>(n);
@@ -505,29 +334,29 @@ std::string mismatch(const arch::Architecture& arch, const io::Checkpoint& check
            spec.model_type + " (" + family + ") model";
   for (const auto& e : patch.entries()) {
     if (e.layer >= arch.num_layers())
-      return "entry " + q(e.tensor) + " is for layer " + std::to_string(e.layer) + ", the model has " +
+      return "entry " + io::detail::quoted(e.tensor) + " is for layer " + std::to_string(e.layer) + ", the model has " +
              std::to_string(arch.num_layers());
     const arch::LinearNames& down = arch.mlp_down_projection(e.layer);
     if (down.weight != e.tensor)
-      return "entry " + q(e.tensor) + ": layer " + std::to_string(e.layer) + "'s down projection here is " +
-             q(down.weight);
+      return "entry " + io::detail::quoted(e.tensor) + ": layer " + std::to_string(e.layer) +
+             "'s down projection here is " + io::detail::quoted(down.weight);
     if (down.layout != e.layout)
-      return "entry " + q(e.tensor) + ": the patch says layout " + weight_layout_name(e.layout) +
+      return "entry " + io::detail::quoted(e.tensor) + ": the patch says layout " + weight_layout_name(e.layout) +
              ", the model stores " + weight_layout_name(down.layout);
     const std::vector<int64_t> logical = {arch.hidden_size(), arch.intermediate_size_for_layer(e.layer)};
     if (e.shape != logical)
-      return "entry " + q(e.tensor) + " has shape " + shape_string(e.shape) + ", layer " +
+      return "entry " + io::detail::quoted(e.tensor) + " has shape " + shape_string(e.shape) + ", layer " +
              std::to_string(e.layer) + " of this model needs " + shape_string(logical);
-    if (!checkpoint.contains(e.tensor)) return "the checkpoint has no tensor " + q(e.tensor);
+    if (!checkpoint.contains(e.tensor)) return "the checkpoint has no tensor " + io::detail::quoted(e.tensor);
     const io::TensorView& view = checkpoint.get(e.tensor);
     if (view.shape != stored_shape(e.shape, e.layout))
-      return "tensor " + q(e.tensor) + " is stored as " + shape_string(view.shape) + ", the patch expects " +
-             shape_string(stored_shape(e.shape, e.layout));
+      return "tensor " + io::detail::quoted(e.tensor) + " is stored as " + shape_string(view.shape) +
+             ", the patch expects " + shape_string(stored_shape(e.shape, e.layout));
     const std::string expected = patch.base().tensors.at(e.tensor).sha256;
     const std::string actual = base_sha256(checkpoint, record, e.tensor);
     if (actual != expected)
-      return "tensor " + q(e.tensor) + " has fingerprint " + actual.substr(0, 16) + "..., the patch was made for " +
-             expected.substr(0, 16) + "... (another model or another version of it)";
+      return "tensor " + io::detail::quoted(e.tensor) + " has fingerprint " + actual.substr(0, 16) +
+             "..., the patch was made for " + expected.substr(0, 16) + "... (another model or another version of it)";
   }
   return "";
 }

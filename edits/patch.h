@@ -7,6 +7,9 @@
 // under the key "graft.patch" with the entries, the base model's fingerprint (SHA-256 of the stored
 // bytes of every tensor the patch touches), provenance and a SHA-256 of the body.
 //
+// The header's types are in edits/patch_header.h, the torch-free reader in edits/patch_format.h;
+// weights change in memory through edits/weight_update.h.
+//
 // Three ways to use a patch:
 //   * in memory on a loaded Model: PatchStack (exact revert: it keeps the original bytes);
 //   * on disk: apply_patches_to_directory / revert_patch_in_directory write a new model directory
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "arch/arch.h"
+#include "edits/patch_header.h"
 
 namespace graft {
 class Model;
@@ -31,10 +35,6 @@ class Model;
 
 namespace graft::edits {
 
-constexpr const char* kPatchFormatName = "graft.patch";
-constexpr int kPatchFormatVersion = 1;
-// The safetensors `__metadata__` key that holds the JSON header.
-constexpr const char* kPatchMetadataKey = "graft.patch";
 // The record a patched model directory carries (next to config.json).
 constexpr const char* kPatchRecordFile = "graft_patches.json";
 
@@ -46,39 +46,9 @@ struct TensorUpdate {
   at::Tensor dense;        // or a dense dW[out,in]; exactly one form is set
 };
 
-struct PatchProvenance {
-  std::string method;  // "rome", "memit", ...
-  nlohmann::json hyperparameters = nlohmann::json::object();
-  nlohmann::json requests = nlohmann::json::array();
-  nlohmann::json notes = nullptr;
-};
-
-enum class UpdateKind { LowRank, Dense };
-const char* update_kind_name(UpdateKind kind);          // "low_rank" / "dense"
-const char* weight_layout_name(arch::WeightLayout l);   // "out_in" / "in_out"
-
-// What the base checkpoint stores for one touched tensor.
-struct BaseTensor {
-  std::string sha256;          // of the tensor's bytes exactly as stored (its dtype, its layout)
-  std::string dtype;           // safetensors dtype string: "BF16", "F32", ...
-  std::vector<int64_t> shape;  // as stored (GPT-2 Conv1D: [in, out])
-};
-
-// The model a patch was made for.
-struct BaseFingerprint {
-  std::string model_type;  // config.json model_type
-  std::string family;      // arch::family_name
-  std::map<std::string, BaseTensor> tensors;
-};
-
-// One entry of a loaded or created patch. Tensors are float32, contiguous, on the CPU.
-struct PatchEntry {
-  std::string tensor;
-  int layer = -1;
-  UpdateKind kind = UpdateKind::LowRank;
-  std::vector<int64_t> shape;  // logical [out, in]
-  arch::WeightLayout layout = arch::WeightLayout::OutIn;  // how the base checkpoint stores it
-  int64_t rank = 0;            // r of a low-rank entry; min(out, in) for a dense one
+// One entry of a loaded or created patch (the header's fields: edits/patch_header.h). Tensors are
+// float32, contiguous, on the CPU.
+struct PatchEntry : PatchEntryHeader {
   at::Tensor left, right;      // low rank
   at::Tensor dense;            // dense
 

@@ -18,9 +18,6 @@ namespace graft::edits::detail {
 // does. FormatError when the file changed size since it was mapped.
 std::string stored_tensor_sha256(const io::TensorView& view);
 
-// The shape the checkpoint stores for a logical [out, in] shape.
-std::vector<int64_t> stored_shape(const std::vector<int64_t>& logical, arch::WeightLayout layout);
-
 // "1f3a9c0d (rome, path/to/file.safetensors)": how messages name a patch.
 std::string describe(const Patch& patch);
 

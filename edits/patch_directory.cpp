@@ -28,8 +28,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using Json = nlohmann::json;
-// Quotes a name for a message (std::quoted would win overload resolution by ADL otherwise).
-std::string q(const std::string& name) { return io::detail::quoted(name); }
 
 constexpr const char* kRecordFormatName = "graft.patched_model";
 constexpr int kRecordFormatVersion = 1;
@@ -46,25 +44,8 @@ std::string patch_copy_file(const std::string& checksum) { return std::string(kR
 
 const Json& require(const fs::path& path, const Json& object, const std::string& key, bool (Json::*is)() const noexcept) {
   if (!object.is_object() || !object.contains(key) || !(object.at(key).*is)())
-    fail_record(path, "missing or malformed field " + q(key));
+    fail_record(path, "missing or malformed field " + io::detail::quoted(key));
   return object.at(key);
-}
-
-Json base_to_json(const BaseFingerprint& base) {
-  Json tensors = Json::object();
-  for (const auto& [name, t] : base.tensors) tensors[name] = {{"sha256", t.sha256}, {"dtype", t.dtype}, {"shape", t.shape}};
-  return {{"model_type", base.model_type}, {"family", base.family}, {"tensors", tensors}};
-}
-
-BaseFingerprint base_from_json(const fs::path& path, const Json& j) {
-  BaseFingerprint base;
-  base.model_type = require(path, j, "model_type", &Json::is_string).get<std::string>();
-  base.family = require(path, j, "family", &Json::is_string).get<std::string>();
-  for (const auto& [name, t] : require(path, j, "tensors", &Json::is_object).items())
-    base.tensors[name] = {require(path, t, "sha256", &Json::is_string).get<std::string>(),
-                          require(path, t, "dtype", &Json::is_string).get<std::string>(),
-                          require(path, t, "shape", &Json::is_array).get<std::vector<int64_t>>()};
-  return base;
 }
 
 Json read_json_file(const fs::path& path) {
@@ -95,7 +76,7 @@ Rounding rounding_of(io::DType dtype, const std::string& tensor) {
     case io::DType::F8_E4M3: return {std::ldexp(1.0, -3), std::ldexp(1.0, -9)};
     case io::DType::F8_E5M2: return {std::ldexp(1.0, -2), std::ldexp(1.0, -16)};
     default:
-      throw InputError("tensor " + q(tensor) + " is stored as " + io::dtype_name(dtype) +
+      throw InputError("tensor " + io::detail::quoted(tensor) + " is stored as " + io::dtype_name(dtype) +
                        ", not a floating type: it cannot be patched");
   }
 }
@@ -238,7 +219,8 @@ std::map<std::string, at::Tensor> new_values(const Plan& plan) {
   for (const auto& [name, base] : plan.base_bytes) {
     values[name] = patched_value(base, plan.applied, name).to(base.scalar_type()).contiguous();
     if (!at::isfinite(values[name]).all().item<bool>())
-      throw InputError("tensor " + q(name) + ": base + dW overflows " + dtype_string(base.scalar_type()));
+      throw InputError("tensor " + io::detail::quoted(name) + ": base + dW overflows " +
+                       dtype_string(base.scalar_type()));
   }
   for (const auto& [name, base] : plan.base_restore) values[name] = base.contiguous();
   return values;
@@ -297,7 +279,7 @@ void write_record(const Plan& plan, const std::map<std::string, at::Tensor>& val
     written[name] = io::Sha256::hex_of(t.data_ptr(), t.nbytes());
   }
   const Json record = {{"format", kRecordFormatName}, {"format_version", kRecordFormatVersion},
-                       {"base", base_to_json(plan.base)}, {"written", written}, {"applied", applied}};
+                       {"base", base_json(plan.base)}, {"written", written}, {"applied", applied}};
   write_text_file(staging / kPatchRecordFile, record.dump(2) + "\n");
 }
 
@@ -354,29 +336,33 @@ std::optional<Record> read_record(const std::string& model_dir, const io::Checkp
   if (!fs::exists(path)) return std::nullopt;
   const Json j = read_json_file(path);
   if (!j.is_object() || j.value("format", "") != kRecordFormatName)
-    fail_record(path, "not a graft patch record (format is not " + q(kRecordFormatName) + ")");
+    fail_record(path, "not a graft patch record (format is not " + io::detail::quoted(kRecordFormatName) + ")");
   const Json& version = require(path, j, "format_version", &Json::is_number_integer);
   if (version.get<int64_t>() != kRecordFormatVersion)
     fail_record(path, "record format version " + version.dump() + " (this graft reads " +
                           std::to_string(kRecordFormatVersion) + ")");
   Record record;
-  record.base = base_from_json(path, require(path, j, "base", &Json::is_object));
+  record.base = detail::read_base_fingerprint(detail::JsonFields(path.string() + ": "),
+                                              require(path, j, "base", &Json::is_object));
   record.base_copy_path = (fs::path(model_dir) / kBaseCopyFile).string();
 
   // The base copy must still be the base: same bytes the fingerprints name.
   const io::SafetensorsFile base_copy = io::SafetensorsFile::open(record.base_copy_path);
   for (const auto& [name, t] : record.base.tensors) {
-    if (!base_copy.contains(name)) fail_record(record.base_copy_path, "no base copy of tensor " + q(name));
+    if (!base_copy.contains(name))
+      fail_record(record.base_copy_path, "no base copy of tensor " + io::detail::quoted(name));
     if (stored_tensor_sha256(base_copy.get(name)) != t.sha256)
-      fail_record(record.base_copy_path, "the base copy of " + q(name) + " does not match its fingerprint");
+      fail_record(record.base_copy_path,
+                  "the base copy of " + io::detail::quoted(name) + " does not match its fingerprint");
   }
   // The touched tensors must still hold what graft wrote, or the record no longer describes them.
   for (const auto& [name, sha] : require(path, j, "written", &Json::is_object).items()) {
     if (!sha.is_string() || record.base.tensors.count(name) == 0)
-      fail_record(path, "malformed \"written\" entry for " + q(name));
+      fail_record(path, "malformed \"written\" entry for " + io::detail::quoted(name));
     if (stored_tensor_sha256(checkpoint.get(name)) != sha.get<std::string>())
-      throw FormatError(model_dir + ": tensor " + q(name) + " was changed after graft patched this directory (" +
-                        kPatchRecordFile + " no longer describes it)");
+      throw FormatError(model_dir + ": tensor " + io::detail::quoted(name) +
+                        " was changed after graft patched this directory (" + kPatchRecordFile +
+                        " no longer describes it)");
     record.written[name] = sha.get<std::string>();
   }
   if (record.written.size() != record.base.tensors.size())
@@ -384,9 +370,11 @@ std::optional<Record> read_record(const std::string& model_dir, const io::Checkp
   for (const auto& a : require(path, j, "applied", &Json::is_array)) {
     const std::string checksum = require(path, a, "checksum", &Json::is_string).get<std::string>();
     const std::string file = require(path, a, "file", &Json::is_string).get<std::string>();
-    if (file != patch_copy_file(checksum)) fail_record(path, "patch file " + q(file) + " is not where graft puts it");
+    if (file != patch_copy_file(checksum))
+      fail_record(path, "patch file " + io::detail::quoted(file) + " is not where graft puts it");
     Patch patch = Patch::load((fs::path(model_dir) / file).string());
-    if (patch.checksum() != checksum) fail_record(path, "patch file " + q(file) + " does not have the recorded checksum");
+    if (patch.checksum() != checksum)
+      fail_record(path, "patch file " + io::detail::quoted(file) + " does not have the recorded checksum");
     record.sources[checksum] = a.contains("source") && a["source"].is_string() ? a["source"].get<std::string>() : "";
     record.applied.push_back(std::move(patch));
   }

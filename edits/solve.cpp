@@ -6,13 +6,13 @@
 
 #include "core/error.h"
 #include "core/model.h"
+#include "edits/weight_update.h"
 
 namespace graft::edits {
 
 double mlp_output_power(const Model& model, int layer, const at::Tensor& second_moment) {
   const auto& down = model.arch().mlp_down_projection(layer);
-  at::Tensor w = model.weight(down.weight).to(at::kFloat).cpu();
-  if (down.layout == arch::WeightLayout::InOut) w = w.t();  // logical [H, I]
+  const at::Tensor w = stored_to_logical(model.weight(down.weight).to(at::kFloat).cpu(), down.layout);  // [H, I]
   // H x I^2 products, so float32: a normaliser needs no more.
   const double power = (at::matmul(w, second_moment.to(at::kFloat).cpu()) * w).sum().item<double>();
   if (!(power > 0))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (safetensors header, config.json, tokenizer.json) with clang and runs
-# each for a fixed number of inputs from its seed corpus with a fixed seed. FUZZ_RUNS overrides.
+# Builds the libFuzzer targets (safetensors header, config.json, tokenizer.json, patch files) with
+# clang and runs each for a fixed number of inputs from its seed corpus with a fixed seed. FUZZ_RUNS
+# overrides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_DIR=${FUZZ_DIR:-build-fuzz}

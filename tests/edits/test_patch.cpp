@@ -1,8 +1,12 @@
-// Patch files: SHA-256, the format (round trip, corruption), in-memory apply/revert (bit-exact),
-// and patched model directories (apply, stack, revert, verify, shards, GPT-2 layout, failures).
+// Patch files: SHA-256, the format (round trip, corruption, the torch-free reader), in-memory
+// apply/revert (bit-exact, and the same bits as an editor's TemporaryUpdates), and patched model
+// directories (apply, stack, revert, verify, shards, GPT-2 layout, failures).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -14,6 +18,8 @@
 #include "core/model.h"
 #include "core/tensor.h"
 #include "edits/patch.h"
+#include "edits/patch_format.h"
+#include "edits/weight_update.h"
 
 namespace graft::edits {
 namespace {
@@ -26,6 +32,7 @@ const std::string kGemma4 = kFixtures + "gemma4_e2b_like";  // layers 4..7 are d
 const std::string kLlama = kFixtures + "llama3";
 const std::string kGpt2 = kFixtures + "gpt2";                 // Conv1D: c_proj stored [in, out]
 const std::string kFacts = std::string(GRAFT_MODELS_DIR) + "/gemma4_facts";
+const std::string kPatchCorpus = std::string(GRAFT_TEST_DATA) + "/../fuzz/corpus/patch";
 // On disk W' = W + dW is computed in float64 and rounded once to float32: half an ulp.
 const double kDiskEps = std::ldexp(1.0, -24);
 // In memory the float32 sum rounds dW and then W + dW: two half ulps.
@@ -100,6 +107,38 @@ at::Tensor logits(const Model& model) {
 bool within_rounding(const at::Tensor& actual, const at::Tensor& base, const at::Tensor& delta, double eps) {
   const at::Tensor b = base.to(at::kDouble), d = delta.to(at::kDouble);
   return at::le((actual.to(at::kDouble) - (b + d)).abs(), (b.abs() + d.abs()) * eps + 1e-30).all().item<bool>();
+}
+
+// A row-major Eigen matrix as a tensor over its memory (no copy).
+at::Tensor tensor_of(const float* data, int64_t rows, int64_t cols) {
+  return at::from_blob(const_cast<float*>(data), {rows, cols}, at::kFloat);
+}
+at::Tensor tensor_of(const DoubleMatrix& m) {
+  return at::from_blob(const_cast<double*>(m.data()), {m.rows(), m.cols()}, at::kDouble);
+}
+
+// The torch-free reader's entry holds what Patch::load's holds: the same header fields, the same
+// factor bits, and the same float64 dW, bit for bit where both are exact (rank 1, dense) and within
+// the rounding of an r-term float64 sum otherwise (Eigen and the BLAS may sum in other orders).
+void expect_same_entry(const PatchFileEntry& f, const PatchEntry& t) {
+  EXPECT_EQ(entry_json(f), entry_json(t));
+  if (f.kind == UpdateKind::LowRank) {
+    EXPECT_TRUE(at::equal(tensor_of(f.left.data, f.left.rows, f.left.cols), t.left)) << f.tensor;
+    EXPECT_TRUE(at::equal(tensor_of(f.right.data, f.right.rows, f.right.cols), t.right)) << f.tensor;
+  } else {
+    EXPECT_TRUE(at::equal(tensor_of(f.dense.data, f.dense.rows, f.dense.cols), t.dense)) << f.tensor;
+  }
+  const DoubleMatrix logical = f.logical_delta(), stored = f.stored_delta();
+  if (f.rank <= 1) {
+    EXPECT_TRUE(at::equal(tensor_of(logical), t.logical_delta())) << f.tensor;
+    EXPECT_TRUE(at::equal(tensor_of(stored), t.stored_delta())) << f.tensor;
+  } else {
+    const at::Tensor magnitude = at::matmul(t.left.abs().to(at::kDouble), t.right.abs().to(at::kDouble).t());
+    const at::Tensor allowed = magnitude * (static_cast<double>(f.rank) * std::ldexp(1.0, -52));
+    EXPECT_TRUE(at::le((tensor_of(logical) - t.logical_delta()).abs(), allowed).all().item<bool>()) << f.tensor;
+    const at::Tensor allowed_stored = logical_to_stored(allowed, f.layout);
+    EXPECT_TRUE(at::le((tensor_of(stored) - t.stored_delta()).abs(), allowed_stored).all().item<bool>()) << f.tensor;
+  }
 }
 
 // Rewrites a patch file's header through `edit`, keeping the body.
@@ -268,6 +307,74 @@ TEST(PatchFormat, CorruptTruncatedOrFutureFilesAreRefused) {
   EXPECT_THROW(Patch::load(tmp / "missing.safetensors"), InputError);
 }
 
+// ----- the torch-free reader (edits/patch_format.h) -----
+
+TEST(PatchFormat, TheTorchFreeReaderSeesWhatPatchLoadSees) {
+  TempDir tmp;
+  for (const std::string& dir : {kGemma4, kGpt2}) {
+    const auto model = Model::load(dir);
+    const auto patch = Patch::create(
+        *model, {low_rank(*model, 1, 1, 1), low_rank(*model, 2, 3, 2), dense(*model, 0, 3)}, provenance("rome"));
+    const std::string path = tmp / "p.safetensors";
+    patch.save(path);
+    const Patch loaded = Patch::load(path);
+    const PatchFile file = PatchFile::open(path);
+    EXPECT_EQ(file.path(), path);
+    EXPECT_EQ(file.checksum(), patch.checksum());
+    EXPECT_EQ(file.created(), loaded.created());
+    EXPECT_EQ(file.graft_version(), loaded.graft_version());
+    EXPECT_EQ(file.provenance().requests, loaded.provenance().requests);
+    EXPECT_EQ(base_json(file.base()), base_json(loaded.base()));
+    ASSERT_EQ(file.entries().size(), 3u);
+    for (size_t i = 0; i < 3; ++i) expect_same_entry(file.entries()[i], loaded.entries()[i]);
+    if (dir == kGpt2) EXPECT_EQ(file.entries()[0].stored_delta().rows(), 256);  // Conv1D: [in, out]
+  }
+}
+
+TEST(PatchFormat, UnalignedBodyTensorsAreReadThroughACopy) {
+  TempDir tmp;
+  const auto model = Model::load(kGemma4);
+  const auto patch = Patch::create(*model, {low_rank(*model, 5, 2, 1), dense(*model, 1, 2)}, provenance());
+  patch.save(tmp / "p.safetensors");
+  std::string bytes;
+  {
+    std::ifstream in(tmp / "p.safetensors", std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  // One more space at the end of the safetensors header moves the data to an odd address: still a
+  // valid file, but no float in it can be read in place.
+  uint64_t length = 0;
+  std::memcpy(&length, bytes.data(), 8);
+  bytes.insert(8 + length, " ");
+  ++length;
+  std::memcpy(bytes.data(), &length, 8);
+  std::ofstream(tmp / "odd.safetensors", std::ios::binary) << bytes;
+
+  const PatchFile file = PatchFile::open(tmp / "odd.safetensors");
+  const Patch loaded = Patch::load(tmp / "odd.safetensors");
+  EXPECT_EQ(file.checksum(), patch.checksum());
+  for (size_t i = 0; i < 2; ++i) {
+    const PatchFileEntry& e = file.entries()[i];
+    const float* data = e.kind == UpdateKind::LowRank ? e.left.data : e.dense.data;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(data) % alignof(float), 0u);
+    expect_same_entry(e, patch.entries()[i]);
+    expect_same_entry(e, loaded.entries()[i]);
+  }
+}
+
+TEST(PatchFormat, FuzzSeedCorpusHoldsValidPatches) {
+  // tests/fuzz/corpus/patch seeds fuzz_patch; a seed the reader refuses would fuzz only the first checks.
+  int valid = 0;
+  for (const auto& entry : fs::directory_iterator(kPatchCorpus)) {
+    const std::string path = entry.path().string();
+    EXPECT_NO_THROW(PatchFile::open(path)) << path;
+    EXPECT_NO_THROW(Patch::load(path)) << path;
+    EXPECT_LE(fs::file_size(entry.path()), 8192u) << path << ": longer than the fuzz run's -max_len";
+    ++valid;
+  }
+  EXPECT_GE(valid, 3);
+}
+
 // ----- in memory -----
 
 TEST(PatchInMemory, ApplyThenRevertRestoresTheBytesAndTheLogits) {
@@ -381,6 +488,39 @@ TEST(PatchInMemory, Gpt2ConvOneDLayoutAddsTheTransposedUpdate) {
   EXPECT_FALSE(at::allclose(logits(*model), logits_before));
   stack.revert_all();
   EXPECT_TRUE(at::equal(w, before));
+}
+
+// ----- editors' temporary updates (edits/weight_update.h) -----
+
+// An editor applies its updates (TemporaryUpdates) to see what they do, and `graft eval --method`
+// scores the model that way; both must be the model the patch made of those updates gives. On
+// low-precision weights the order of roundings shows: rounding dW to bf16 before adding it (as
+// TemporaryUpdates once did) changes many elements.
+TEST(WeightUpdate, TemporaryUpdatesChangeWeightsExactlyAsThePatchDoes) {
+  for (const std::string& dir : {kGemma4, kGpt2}) {
+    for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+      LoadOptions options;
+      options.dtype = dtype;
+      auto model = Model::load(dir, options);
+      ASSERT_EQ(model->dtype(), dtype);
+      const std::vector<TensorUpdate> updates = {low_rank(*model, 1, 3, 1, 0.5), dense(*model, 0, 2, 0.1)};
+      const auto patch = Patch::create(*model, updates, provenance());
+      std::map<std::string, at::Tensor> before, by_editor;
+      for (const auto& u : updates) before[u.tensor] = model->weight(u.tensor).clone();
+      {
+        TemporaryUpdates applied(*model);
+        for (const auto& u : updates) applied.add(u);
+        for (const auto& u : updates) by_editor[u.tensor] = model->weight(u.tensor).clone();
+      }
+      for (const auto& [name, w] : before) EXPECT_TRUE(at::equal(model->weight(name), w)) << name << ": not restored";
+      PatchStack stack(*model);
+      stack.apply(patch);
+      for (const auto& [name, w] : by_editor) {
+        EXPECT_FALSE(at::equal(w, before[name])) << name;
+        EXPECT_TRUE(at::equal(model->weight(name), w)) << dir << " " << dtype_string(dtype) << " " << name;
+      }
+    }
+  }
 }
 
 // ----- on disk -----
@@ -618,6 +758,28 @@ TEST(PatchOnDisk, FailuresLeaveNoOutputAndNoTemporaryDirectory) {
   EXPECT_THROW(verify_patch_in_directory(tmp / "out", patch), FormatError);
   EXPECT_THROW(revert_patch_in_directory(tmp / "out", patch, tmp / "back"), FormatError);
   EXPECT_FALSE(fs::exists(tmp / "back"));
+}
+
+TEST(PatchOnDisk, TheRecordsFingerprintsAreCheckedAsAPatchsAre) {
+  TempDir tmp;
+  const std::string in = copy_model(kGemma4, tmp);
+  auto model = Model::load(in);
+  const auto patch = Patch::create(*model, {low_rank(*model, 4, 1, 1)}, provenance());
+  apply_patches_to_directory(in, {patch}, tmp / "out");
+  const std::string path = tmp / "out/graft_patches.json";
+  std::ifstream text(path);
+  Json record = Json::parse(text);
+  text.close();
+  std::string& sha = record["base"]["tensors"][patch.entries()[0].tensor]["sha256"].get_ref<std::string&>();
+  std::transform(sha.begin(), sha.end(), sha.begin(), [](unsigned char c) { return std::toupper(c); });
+  std::ofstream(path, std::ios::trunc) << record.dump(2);
+  try {
+    read_patch_record(tmp / "out");
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("lower-case hex"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
 }
 
 TEST(PatchOnDisk, VerifyReportsAPatchForAnotherModel) {
