@@ -14,19 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "arch/family.h"
+#include "arch/tensor_roles.h"
+
 namespace graft::arch {
 
-enum class Family { Llama, Mistral, Qwen2, Qwen3, Gemma2, Gemma3, Gemma4, GPT2 };
 enum class AttentionKind { Full, Sliding };
 enum class NormKind { RMSNorm, LayerNorm };
 // GeluTanh is gelu(x, approximate="tanh") (HF gelu_pytorch_tanh and GPT-2's gelu_new).
 enum class Activation { SiLU, GeluTanh, Gelu, Relu };
 enum class RopeKind { None, Default, Linear, Dynamic, Llama3, Proportional, Yarn };
-// Where a projection's weight is stored as torch.nn.Linear does ([out, in]) or as GPT-2's Conv1D
-// ([in, out]). Editors write updates in the layout the checkpoint stores.
-enum class WeightLayout { OutIn, InOut };
 
-const char* family_name(Family f);
 const char* attention_kind_name(AttentionKind k);  // "sliding_attention" / "full_attention"
 const char* rope_kind_name(RopeKind k);
 
@@ -57,34 +55,6 @@ struct MoESpec {
   int64_t expert_width = 0;
 };
 
-// HF tensor names (full names, prefix included). An empty string means the layer has no such tensor.
-struct NormNames {
-  std::string weight, bias;
-};
-struct LinearNames {
-  std::string weight, bias;
-  WeightLayout layout = WeightLayout::OutIn;
-};
-
-struct LayerTensors {
-  // Pre-norm of the attention block, and (sandwich families) the norm of its output.
-  NormNames attn_pre_norm, attn_post_norm;
-  // Pre-norm of the MLP block, and (sandwich families) the norm of its output.
-  NormNames mlp_pre_norm, mlp_post_norm;
-  LinearNames q, k, v, o;
-  LinearNames qkv;  // GPT-2's fused c_attn ([in, 3*hidden], Conv1D); q/k/v are then empty
-  NormNames q_norm, k_norm;
-  LinearNames gate, up, down;  // down is where editors act; GPT-2 has no gate
-  // Gemma 4 MoE block (beside the dense MLP).
-  std::string router_proj, router_scale, router_per_expert_scale;
-  std::string experts_gate_up, experts_down;  // [E, 2*I, H], [E, H, I]
-  NormNames moe_pre_norm, dense_post_norm, moe_post_norm;
-  // Gemma 4 per-layer embeddings.
-  LinearNames ple_gate, ple_projection;
-  NormNames ple_post_norm;
-  std::string layer_scalar;
-};
-
 struct LayerSpec {
   int index = 0;
   AttentionKind attention = AttentionKind::Full;
@@ -105,7 +75,7 @@ struct LayerSpec {
   MoESpec moe;
   bool has_per_layer_input = false;
   bool has_layer_scalar = false;
-  LayerTensors tensors;
+  LayerTensors tensors;  // HF names of every tensor role (arch/tensor_roles.h) this layer reads
 
   bool is_sliding() const { return attention == AttentionKind::Sliding; }
   bool is_kv_shared() const { return kv_source != index; }
@@ -194,7 +164,7 @@ class Architecture {
   double attention_scale(int i) const { return layer(i).attention_scale; }
   bool has_per_layer_embeddings() const { return spec_.per_layer_input_size > 0; }
   // The tensor editors update: the MLP down projection of layer i (and its storage layout).
-  const LinearNames& mlp_down_projection(int i) const { return layer(i).tensors.down; }
+  const LinearNames& mlp_down_projection(int i) const { return layer(i).tensors[TensorRole::Down]; }
 
   // Every tensor the forward pass reads, with the shape the config implies. Tensors a checkpoint may
   // carry but this model never reads (k_proj on Gemma 4 KV-shared layers, ...) are not listed.

@@ -284,26 +284,27 @@ void Gemma4Architecture::assign_tensor_names() {
   for (LayerSpec& l : s.layers) {
     name_decoder_layer(s.weight_prefix, l, naming_);
     const std::string base = s.weight_prefix + "layers." + std::to_string(l.index) + ".";
+    using R = TensorRole;
     LayerTensors& t = l.tensors;
     if (l.moe.num_experts > 0) {
-      t.router_proj = base + "router.proj.weight";
-      t.router_scale = base + "router.scale";
-      t.router_per_expert_scale = base + "router.per_expert_scale";
-      t.experts_gate_up = base + "experts.gate_up_proj";
-      t.experts_down = base + "experts.down_proj";
+      t[R::RouterProj].weight = base + "router.proj.weight";
+      t[R::RouterScale].weight = base + "router.scale";
+      t[R::RouterPerExpertScale].weight = base + "router.per_expert_scale";
+      t[R::ExpertsGateUp].weight = base + "experts.gate_up_proj";
+      t[R::ExpertsDown].weight = base + "experts.down_proj";
       // The dense MLP's output norm is post_feedforward_layernorm_1, the experts' input and output
       // norms are pre_/post_feedforward_layernorm_2; post_feedforward_layernorm (mlp_post_norm)
       // then normalises their sum.
-      t.moe_pre_norm.weight = base + "pre_feedforward_layernorm_2.weight";
-      t.dense_post_norm.weight = base + "post_feedforward_layernorm_1.weight";
-      t.moe_post_norm.weight = base + "post_feedforward_layernorm_2.weight";
+      t[R::MoePreNorm].weight = base + "pre_feedforward_layernorm_2.weight";
+      t[R::DensePostNorm].weight = base + "post_feedforward_layernorm_1.weight";
+      t[R::MoePostNorm].weight = base + "post_feedforward_layernorm_2.weight";
     }
     if (l.has_per_layer_input) {
-      t.ple_gate.weight = base + "per_layer_input_gate.weight";
-      t.ple_projection.weight = base + "per_layer_projection.weight";
-      t.ple_post_norm.weight = base + "post_per_layer_input_norm.weight";
+      t[R::PleGate].weight = base + "per_layer_input_gate.weight";
+      t[R::PleProjection].weight = base + "per_layer_projection.weight";
+      t[R::PlePostNorm].weight = base + "post_per_layer_input_norm.weight";
     }
-    t.layer_scalar = base + "layer_scalar";
+    t[R::LayerScalar].weight = base + "layer_scalar";
   }
 }
 

@@ -168,14 +168,15 @@ json gpt2_small_config(bool quick) {
 // ------------------------------------------------------------------ counting
 int64_t numel(const LinearWeights& w) { return w.defined() ? w.weight.numel() : 0; }
 
-// Elements of every matrix a token is multiplied by (layers, per-layer-input projection, LM head).
+// Elements of every matrix a token is multiplied by (each layer's Linear roles, the per-layer-input
+// projection, the LM head; not the experts, which only some tokens reach).
 int64_t matmul_params(const Model& m) {
   int64_t p = m.lm_head().defined() ? m.lm_head().numel() : 0;
   if (m.ple_model_projection().defined()) p += m.ple_model_projection().numel();
   for (int i = 0; i < m.arch().num_layers(); ++i) {
     const LayerWeights& l = m.layer_weights(i);
-    for (const LinearWeights* w : {&l.q, &l.k, &l.v, &l.o, &l.qkv, &l.gate, &l.up, &l.down, &l.ple_gate, &l.ple_projection})
-      p += numel(*w);
+    for (const arch::TensorRoleInfo& role : arch::kTensorRoles)
+      if (role.binding == arch::TensorBinding::Linear) p += numel(l[role.role]);
   }
   return p;
 }

@@ -218,8 +218,8 @@ TEST(LlamaVariants, ModelFacts) {
   EXPECT_FALSE(s.tie_word_embeddings);
   EXPECT_EQ(s.tensors.lm_head, "lm_head.weight");
   EXPECT_EQ(arch->attention_scale(0), 0.25);
-  EXPECT_EQ(arch->layer(0).tensors.mlp_pre_norm.weight, "model.layers.0.post_attention_layernorm.weight");
-  EXPECT_TRUE(arch->layer(0).tensors.attn_post_norm.weight.empty());
+  EXPECT_EQ(arch->layer(0).tensors[TensorRole::MlpPreNorm].weight, "model.layers.0.post_attention_layernorm.weight");
+  EXPECT_TRUE(arch->layer(0).tensors[TensorRole::AttnPostNorm].weight.empty());
 
   // head_dim missing: hidden_size / num_attention_heads.
   json no_head_dim = fixture_config("llama3");
@@ -289,10 +289,10 @@ TEST(QwenVariants, Qwen2UseSlidingWindow) {
 TEST(QwenVariants, Qwen2BiasesAndDefaults) {
   auto arch = build(json::parse(kQwen2));
   const LayerTensors& t = arch->layer(0).tensors;
-  EXPECT_EQ(t.q.bias, "model.layers.0.self_attn.q_proj.bias");
-  EXPECT_EQ(t.k.bias, "model.layers.0.self_attn.k_proj.bias");
-  EXPECT_EQ(t.v.bias, "model.layers.0.self_attn.v_proj.bias");
-  EXPECT_TRUE(t.o.bias.empty());
+  EXPECT_EQ(t[TensorRole::Q].bias, "model.layers.0.self_attn.q_proj.bias");
+  EXPECT_EQ(t[TensorRole::K].bias, "model.layers.0.self_attn.k_proj.bias");
+  EXPECT_EQ(t[TensorRole::V].bias, "model.layers.0.self_attn.v_proj.bias");
+  EXPECT_TRUE(t[TensorRole::O].bias.empty());
   EXPECT_FALSE(arch->spec().tie_word_embeddings);  // Qwen2Config: tie_word_embeddings = False
   EXPECT_TRUE(arch->spec().eos_token_ids.empty());
 }
@@ -364,7 +364,7 @@ TEST(Gpt2Variants, InnerWidthAndConv1DLayout) {
   EXPECT_EQ(arch->rope_for_layer(0).kind, RopeKind::None);
   EXPECT_EQ(arch->attention_scale(0), 0.25);
   EXPECT_EQ(arch->mlp_down_projection(0).layout, WeightLayout::InOut);
-  EXPECT_TRUE(arch->layer(0).tensors.gate.weight.empty());
+  EXPECT_TRUE(arch->layer(0).tensors[TensorRole::Gate].weight.empty());
 
   config["n_inner"] = 100;
   EXPECT_EQ(tensor_map(*build(config)).at("transformer.h.2.mlp.c_fc.weight"), (std::vector<int64_t>{64, 100}));

@@ -143,10 +143,10 @@ TEST(OfficialGemma4Configs, SharedNumericsAndRope) {
 
   // A KV-shared layer still has its own query path but reads K/V elsewhere.
   const LayerSpec& reader = arch->layer(15);
-  EXPECT_TRUE(reader.tensors.k.weight.empty());
-  EXPECT_TRUE(reader.tensors.v.weight.empty());
-  EXPECT_TRUE(reader.tensors.k_norm.weight.empty());
-  EXPECT_FALSE(reader.tensors.q_norm.weight.empty());
+  EXPECT_TRUE(reader.tensors[TensorRole::K].weight.empty());
+  EXPECT_TRUE(reader.tensors[TensorRole::V].weight.empty());
+  EXPECT_TRUE(reader.tensors[TensorRole::KNorm].weight.empty());
+  EXPECT_FALSE(reader.tensors[TensorRole::QNorm].weight.empty());
   EXPECT_FALSE(reader.has_v_norm);
   EXPECT_EQ(arch->mlp_down_projection(15).weight, "model.language_model.layers.15.mlp.down_proj.weight");
 }
