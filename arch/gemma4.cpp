@@ -1,5 +1,5 @@
 // Gemma 4 (HF Gemma4ForCausalLM for "gemma4_text", Gemma4ForConditionalGeneration for "gemma4";
-// transformers 5.17). The numerics are in /work/shared/gemma4_spec.md; this file states the facts.
+// transformers 5.17). The numerics are in docs/gemma4-spec.md; this file states the facts.
 //
 // The block is Gemma 3's sandwich (norms before and after attention and MLP, GeGLU MLP, q_norm and
 // k_norm before RoPE), with these differences:
