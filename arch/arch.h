@@ -53,6 +53,9 @@ struct MoESpec {
   int64_t num_experts = 0;  // 0: no MoE block
   int64_t top_k = 0;
   int64_t expert_width = 0;
+  // The router's input is the weightless RMS norm of the residual times router_scale times this
+  // (Gemma 4: hidden_size^-0.5).
+  double router_input_scale = 1.0;
 };
 
 struct LayerSpec {
@@ -116,6 +119,13 @@ struct ModelSpec {
   // Gemma 4 per-layer embeddings: P = per_layer_input_size (0: none).
   int64_t per_layer_input_size = 0;
   int64_t per_layer_vocab_size = 0;
+  // Each layer's P-wide input is (normed context part + token part) x per_layer_combine_scale: the
+  // token part is its embedding row times per_layer_token_scale (rounded to the table's dtype, as
+  // embed_scale is), the context part the projection of the scaled embeddings times
+  // per_layer_projection_scale. Gemma 4: sqrt(P), hidden_size^-0.5 and 2^-0.5.
+  double per_layer_token_scale = 1.0;
+  double per_layer_projection_scale = 1.0;
+  double per_layer_combine_scale = 1.0;
   std::optional<int64_t> bos_token_id, pad_token_id;
   std::vector<int64_t> eos_token_ids;
   std::string weight_prefix;      // "model.", "model.language_model.", "transformer."

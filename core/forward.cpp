@@ -4,7 +4,6 @@
 // flag test when nothing is hooked.
 #include <ATen/ATen.h>
 
-#include <cmath>
 #include <map>
 
 #include "core/error.h"
@@ -215,21 +214,22 @@ at::Tensor Forward::embed(const at::Tensor& ids) {
   return x;
 }
 
-// Gemma 4 per-layer embeddings: a token-identity part (its own embedding table, scaled by sqrt(P))
-// and a context part (a projection of the scaled embeddings, normalised per layer slot).
+// Gemma 4 per-layer embeddings: a token-identity part (its own embedding table) and a context part
+// (a projection of the scaled embeddings, normalised per layer slot), scaled by the per_layer_*_scale
+// factors arch/ read from the config.
 at::Tensor Forward::per_layer_inputs(const at::Tensor& ids, const at::Tensor& embeds) {
   const int64_t layers = static_cast<int64_t>(spec_.layers.size());
   const int64_t width = spec_.per_layer_input_size;
   const at::Tensor& table = model_.ple_embed();
-  const double token_scale = std::sqrt(static_cast<double>(width));
-  at::Tensor tokens = at::embedding(table, ids) *
-                      at::scalar_tensor(token_scale, at::TensorOptions().dtype(at::kFloat)).to(table.scalar_type()).to(ids.device());
+  const at::Tensor token_scale = at::scalar_tensor(spec_.per_layer_token_scale, at::TensorOptions().dtype(at::kFloat))
+                                    .to(table.scalar_type())
+                                    .to(ids.device());
+  at::Tensor tokens = at::embedding(table, ids) * token_scale;
   tokens = tokens.reshape({step_.batch, step_.seq, layers, width});
-  at::Tensor context = project(embeds, model_.ple_model_projection()) *
-                       std::pow(static_cast<double>(spec_.hidden_size), -0.5);
+  at::Tensor context = project(embeds, model_.ple_model_projection()) * spec_.per_layer_projection_scale;
   context = context.reshape({step_.batch, step_.seq, layers, width});
   context = rms_norm(context, model_.ple_projection_norm().weight, spec_);
-  return (context + tokens) * std::pow(2.0, -0.5);
+  return (context + tokens) * spec_.per_layer_combine_scale;
 }
 
 const RotaryTable& Forward::rotary_for(const LayerSpec& layer) {
@@ -325,7 +325,7 @@ at::Tensor Forward::mlp(const LayerSpec& layer, const LayerWeights& w, const at:
 at::Tensor Forward::mixture_of_experts(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& residual) {
   const int64_t H = spec_.hidden_size;
   at::Tensor flat = residual.reshape({-1, H});
-  at::Tensor routed = rms_norm(flat, at::Tensor(), spec_) * w[Role::RouterScale].weight * std::pow(static_cast<double>(H), -0.5);
+  at::Tensor routed = rms_norm(flat, at::Tensor(), spec_) * w[Role::RouterScale].weight * layer.moe.router_input_scale;
   at::Tensor probabilities = at::softmax(at::linear(routed, w[Role::RouterProj].weight), -1, at::kFloat);
   auto [top_weights, top_index] = probabilities.topk(layer.moe.top_k, -1);
   top_weights = top_weights / top_weights.sum(-1, /*keepdim=*/true);

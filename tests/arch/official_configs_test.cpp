@@ -54,6 +54,10 @@ TEST(OfficialGemma4Configs, E2B) {
   EXPECT_TRUE(arch->has_per_layer_embeddings());
   EXPECT_EQ(arch->spec().per_layer_input_size, 256);
   EXPECT_EQ(arch->spec().per_layer_vocab_size, 262144);
+  // HF's P**0.5, hidden_size**-0.5 and 2**-0.5, as Python computes them.
+  EXPECT_EQ(arch->spec().per_layer_token_scale, 16.0);
+  EXPECT_EQ(arch->spec().per_layer_projection_scale, std::pow(1536.0, -0.5));
+  EXPECT_EQ(arch->spec().per_layer_combine_scale, std::pow(2.0, -0.5));
 }
 
 TEST(OfficialGemma4Configs, E4B) {
@@ -84,6 +88,8 @@ TEST(OfficialGemma4Configs, Dense31B) {
     EXPECT_EQ(arch->sliding_window(i), full ? 0 : 1024);
   }
   EXPECT_FALSE(arch->has_per_layer_embeddings());
+  EXPECT_EQ(arch->spec().per_layer_token_scale, 1.0);  // unused without per-layer embeddings
+  EXPECT_EQ(arch->layer(0).moe.router_input_scale, 1.0);
 }
 
 TEST(OfficialGemma4Configs, MoE26B) {
@@ -97,6 +103,7 @@ TEST(OfficialGemma4Configs, MoE26B) {
     EXPECT_EQ(arch->layer(i).moe.num_experts, 128);
     EXPECT_EQ(arch->layer(i).moe.top_k, 8);
     EXPECT_EQ(arch->layer(i).moe.expert_width, 704);
+    EXPECT_EQ(arch->layer(i).moe.router_input_scale, std::pow(2816.0, -0.5));  // hidden_size**-0.5
     EXPECT_EQ(arch->num_kv_heads_for_layer(i), full ? 2 : 8);
     EXPECT_EQ(arch->has_v_proj(i), !full);
   }
