@@ -128,6 +128,9 @@ struct ModelSpec {
   double per_layer_combine_scale = 1.0;
   std::optional<int64_t> bos_token_id, pad_token_id;
   std::vector<int64_t> eos_token_ids;
+  // Prompts start with BOS whether or not the tokenizer adds it (Gemma 2/3/4: the models need it, and
+  // not every tokenizer of theirs adds it).
+  bool always_prepend_bos = false;
   std::string weight_prefix;      // "model.", "model.language_model.", "transformer."
   // Other prefixes checkpoints of this model are known to be saved under (GPT-2 saved from GPT2Model:
   // ""; Gemma 3's legacy on-disk layout: "language_model.model."). See adopt_checkpoint_prefix.

@@ -212,6 +212,7 @@ void Gemma4Architecture::read_model_facts(const ConfigReader& file, const Config
   s.tie_word_embeddings = multimodal ? file.get_bool("tie_word_embeddings", true)
                                      : config.get_bool("tie_word_embeddings", true);
   read_token_ids(config, {/*bos=*/2, /*pad=*/0, /*eos=*/{1}}, s);
+  s.always_prepend_bos = true;
   s.weight_prefix = multimodal ? "model.language_model." : "model.";
   s.per_layer_input_size = per_layer_input_size(config);
   if (s.per_layer_input_size > 0) {

@@ -370,6 +370,15 @@ TEST(Gpt2Variants, InnerWidthAndConv1DLayout) {
   EXPECT_EQ(tensor_map(*build(config)).at("transformer.h.2.mlp.c_fc.weight"), (std::vector<int64_t>{64, 100}));
 }
 
+// The Gemma families need BOS at the start of every prompt; the others take what their tokenizer adds.
+TEST(Registry, GemmaFamiliesAlwaysPrependBos) {
+  for (const std::string& dir : fixture_model_dirs()) {
+    auto arch = Architecture::from_model_dir(dir);
+    const Family f = arch->family();
+    EXPECT_EQ(arch->spec().always_prepend_bos, f == Family::Gemma2 || f == Family::Gemma3 || f == Family::Gemma4) << dir;
+  }
+}
+
 TEST(Registry, SupportedModelTypes) {
   EXPECT_EQ(Architecture::supported_model_types(),
             (std::vector<std::string>{"gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text", "gpt2", "llama",

@@ -320,6 +320,34 @@ def test_tokens_and_generation(model: graft.Model, ids: torch.Tensor) -> None:
         model.to_tokens([])
 
 
+def _tokenizer_without_bos(model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of ``model_dir`` (weights linked) whose tokenizer config does not add BOS."""
+    copy = tmp_path / model_dir.name
+    copy.mkdir()
+    for entry in model_dir.iterdir():
+        if entry.name != "tokenizer_config.json":
+            (copy / entry.name).symlink_to(entry.resolve())
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": False}))
+    return copy
+
+
+@pytest.mark.parametrize("model_dir, always_bos", [(FACTS_MODEL, True), (DATA / "facts" / "llama_facts", False)],
+                         ids=["gemma4", "llama"])
+def test_to_tokens_encodes_prompts_as_the_editors_do(model_dir: Path, always_bos: bool, tmp_path: Path) -> None:
+    # A tokenizer that adds no BOS: Gemma's architecture still asks for one, Llama's does not.
+    model = graft.load(_tokenizer_without_bos(model_dir, tmp_path))
+    assert not model.tokenizer.adds_bos
+    assert model.arch.always_prepend_bos == always_bos
+    template, subject = "The capital of {} is", "Quianeimtum"
+    ids = model.to_tokens(template.format(subject))[0].tolist()
+    assert (ids[0] == model.tokenizer.bos_id) == always_bos
+    # crown-scan reports the prompt's tokens as the C++ editors encode it (edits/tokens.cpp).
+    scan = graft.crown_scan(model, template, subject, trace=False)
+    assert scan.tokens == model.to_str_tokens(template.format(subject))
+    assert len(scan.tokens) == len(ids)
+
+
 # ----------------------------------------------------------------------------- typing and docs
 def test_every_public_function_is_typed_and_documented() -> None:
     missing = []
