@@ -63,6 +63,11 @@ const LayerSpec& Architecture::layer(int i) const {
   return spec_.layers[static_cast<size_t>(i)];
 }
 
+bool Architecture::later_layer_reads_positions(int i) const {
+  const auto above = spec_.layers.begin() + layer(i).index + 1;
+  return std::any_of(above, spec_.layers.end(), [](const LayerSpec& l) { return !l.is_kv_shared(); });
+}
+
 // ---- Expected tensors ----------------------------------------------------------------------------
 
 namespace {

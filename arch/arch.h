@@ -176,6 +176,11 @@ class Architecture {
   const RopeSpec& rope_for_layer(int i) const { return layer(i).rope; }
   double attention_scale(int i) const { return layer(i).attention_scale; }
   bool has_per_layer_embeddings() const { return spec_.per_layer_input_size > 0; }
+  // Whether what layer i writes at a position can still be read from a later position: some layer
+  // above i computes its own K/V. A KV-shared layer reads K/V that layers below the first shared
+  // one computed, so above the last such layer a position's state only reaches its own prediction.
+  // InputError when i is out of range.
+  bool later_layer_reads_positions(int i) const;
   // The tensor editors update: the MLP down projection of layer i (and its storage layout).
   const LinearNames& mlp_down_projection(int i) const { return layer(i).tensors[TensorRole::Down]; }
 

@@ -234,6 +234,15 @@ TEST(LlamaVariants, ModelFacts) {
   EXPECT_EQ(tensors.at("model.layers.0.mlp.down_proj.bias"), (std::vector<int64_t>{64}));
 }
 
+// Without KV sharing, every layer's output at a position can be read by the next layer's attention.
+TEST(LlamaVariants, LaterLayersReadEveryPosition) {
+  auto arch = build(fixture_config("llama3"));
+  const int last = arch->num_layers() - 1;
+  for (int i = 0; i < last; ++i) EXPECT_TRUE(arch->later_layer_reads_positions(i)) << i;
+  EXPECT_FALSE(arch->later_layer_reads_positions(last));
+  expect_input_error([&] { arch->later_layer_reads_positions(last + 1); }, {"layer " + std::to_string(last + 1)});
+}
+
 TEST(LlamaVariants, PerLayerConfigOverridesAnyFamily) {
   json config = fixture_config("llama3");
   config["per_layer_config"] = {{"1", {{"intermediate_size", 32}}}};

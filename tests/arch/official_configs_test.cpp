@@ -158,6 +158,16 @@ TEST(OfficialGemma4Configs, SharedNumericsAndRope) {
   EXPECT_EQ(arch->mlp_down_projection(15).weight, "model.language_model.layers.15.mlp.down_proj.weight");
 }
 
+// Above the last layer that computes its own K/V (E2B: 14, E4B: 23), what a layer writes at a
+// position reaches no later position; without KV sharing (31B) only the last layer is so.
+TEST(OfficialGemma4Configs, LaterLayerReadsPositions) {
+  for (const auto& [name, last_reader] : std::vector<std::pair<std::string, int>>{
+           {"gemma-4-E2B-it", 13}, {"gemma-4-E4B-it", 22}, {"gemma-4-31B-it", 58}, {"gemma-4-26B-A4B-it", 28}}) {
+    auto arch = load_variant(name);
+    for (int i = 0; i < arch->num_layers(); ++i) EXPECT_EQ(arch->later_layer_reads_positions(i), i <= last_reader) << name << " " << i;
+  }
+}
+
 // ---- Agreement with transformers (NAME.hf_facts.json) --------------------------------------------
 
 class HfFactsParity : public ::testing::TestWithParam<std::string> {};
