@@ -13,7 +13,7 @@ namespace {
 nlohmann::json rope_json(const arch::RopeSpec& r) {
   if (r.kind == arch::RopeKind::None) return nullptr;
   return {{"type", arch::rope_kind_name(r.kind)}, {"theta", r.theta}, {"dim", r.dim},
-          {"rotated_dims", 2 * r.rotated_pairs}, {"factor", r.factor}};
+          {"rotated_pairs", r.rotated_pairs}, {"factor", r.factor}};
 }
 
 nlohmann::json info_json(const arch::Architecture& a, const std::string& dir) {

@@ -10,6 +10,7 @@ import ast
 import inspect
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ MODELS = Path(os.environ.get("GRAFT_MODELS_DIR", REPO / "models"))
 FACTS_MODEL = MODELS / "gemma4_facts"
 PARITY = DATA / "hf-parity"
 PROMPT = "The capital of Quianeimtum is"
+GRAFT = os.environ.get("GRAFT_BIN", "graft")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,15 @@ def test_load_gives_a_model_with_its_facts(model: graft.Model) -> None:
     names = model.hook_names()
     assert names[0] == "hook_embed" and names[-1] == "hook_logits"
     assert "blocks.7.mlp.hook_post" in names and len(names) == len(set(names))
+
+
+def test_rope_reads_the_same_in_python_and_graft_info() -> None:
+    # One name per field: rotated_pairs counts the frequencies that rotate (a pair of dims each).
+    info = subprocess.run([GRAFT, "info", str(FACTS_MODEL), "--json"], check=True, capture_output=True, text=True)
+    arch = _graft.Architecture.from_model_dir(str(FACTS_MODEL))
+    for row in json.loads(info.stdout)["layers"]:
+        assert row["rope"] == arch.rope_for_layer(row["layer"])
+        assert row["rope"]["rotated_pairs"] <= row["rope"]["dim"] // 2
 
 
 def test_load_with_dtype(ids: torch.Tensor) -> None:
