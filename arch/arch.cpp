@@ -132,7 +132,7 @@ int64_t dimension(TensorDim dim, const ModelSpec& spec, const LayerSpec& layer) 
     case TensorDim::PerLayerInput: return spec.per_layer_input_size;
     case TensorDim::Experts: return layer.moe.num_experts;
     case TensorDim::ExpertWidth: return layer.moe.expert_width;
-    case TensorDim::TwiceExpertWidth: return checked_mul(2, layer.moe.expert_width);
+    case TensorDim::GateUpWidth: return checked_mul(2, layer.moe.expert_width);
     case TensorDim::One: return 1;
   }
   return 0;

@@ -21,13 +21,18 @@ namespace graft::arch {
 // several tensors missing, the first in this order is the one the load error names.
 enum class TensorRole : uint8_t {
   AttnPreNorm,           // the norm before attention
-  Q, K, V,               // the attention projections
+  Q,                     // the query projection
+  K,                     // the key projection (none on KV-shared layers)
+  V,                     // the value projection (none on KV-shared and K == V layers)
   QKV,                   // GPT-2's fused c_attn ([q | k | v] output); q/k/v are then absent
-  QNorm, KNorm,          // per-head norms of q and k, before RoPE
+  QNorm,                 // the per-head norm of q, before RoPE
+  KNorm,                 // the per-head norm of k, before RoPE
   O,                     // the attention output projection
   AttnPostNorm,          // sandwich families: the norm of the attention output
   MlpPreNorm,            // the norm before the MLP (Llama's "post_attention_layernorm")
-  Gate, Up, Down,        // the MLP; down is where the editors act
+  Gate,                  // the MLP's gate projection (gated MLPs)
+  Up,                    // the MLP's up projection
+  Down,                  // the MLP's down projection: where the editors act
   RouterProj,            // Gemma 4 MoE: the router's projection [E, H] ...
   RouterScale,           // ... its input scale [H] ...
   RouterPerExpertScale,  // ... and each expert's output scale [E]
@@ -53,16 +58,16 @@ enum class TensorBinding {
 
 // The sizes a role's shape is made of, each computed from the layer's LayerSpec (expected_tensors).
 enum class TensorDim {
-  Hidden,            // hidden_size
-  HeadDim,           // the layer's head size
-  QWidth,            // query heads x head size
-  KVWidth,           // KV heads x head size
-  QKVWidth,          // QWidth + 2 KVWidth (fused projection)
-  MlpWidth,          // the layer's MLP width
-  PerLayerInput,     // per_layer_input_size P
-  Experts,           // number of experts
-  ExpertWidth,       // one expert's MLP width I
-  TwiceExpertWidth,  // 2 I (fused gate and up)
+  Hidden,         // hidden_size
+  HeadDim,        // the layer's head size
+  QWidth,         // query heads x head size
+  KVWidth,        // KV heads x head size
+  QKVWidth,       // QWidth + 2 KVWidth (fused projection)
+  MlpWidth,       // the layer's MLP width
+  PerLayerInput,  // per_layer_input_size P
+  Experts,        // number of experts
+  ExpertWidth,    // one expert's MLP width I
+  GateUpWidth,    // 2 I: the experts' fused gate and up output
   One,
 };
 
@@ -86,15 +91,17 @@ inline constexpr FamilySet kEveryFamily = family_bit(Family::Llama) | family_bit
                                           family_bit(Family::Gemma4) | family_bit(Family::GPT2);
 // The HF decoder layout (separate q/k/v, gated MLP): every family but GPT-2.
 inline constexpr FamilySet kDecoderFamilies = kEveryFamily & ~family_bit(Family::GPT2);
-inline constexpr FamilySet kSandwichFamilies =
-    family_bit(Family::Gemma2) | family_bit(Family::Gemma3) | family_bit(Family::Gemma4);
-inline constexpr FamilySet kQkNormFamilies =
-    family_bit(Family::Qwen3) | family_bit(Family::Gemma3) | family_bit(Family::Gemma4);
+inline constexpr FamilySet kSandwichFamilies = family_bit(Family::Gemma2) | family_bit(Family::Gemma3) |
+                                               family_bit(Family::Gemma4);
+inline constexpr FamilySet kQkNormFamilies = family_bit(Family::Qwen3) | family_bit(Family::Gemma3) |
+                                             family_bit(Family::Gemma4);
 
 enum class Presence {
-  EveryLayer,   // every layer of every family listed
-  SomeLayers,   // only layers whose LayerSpec calls for it: K/V and k_norm not on KV-shared layers,
-                // V not on K == V layers, the MoE roles only with experts, PLE only with P > 0
+  // Every layer of every family listed.
+  EveryLayer,
+  // Only layers whose LayerSpec calls for it: K/V and k_norm not on KV-shared layers, V not on
+  // K == V layers, the MoE roles only with experts, PLE only with P > 0.
+  SomeLayers,
 };
 
 struct TensorRoleInfo {
@@ -132,7 +139,7 @@ inline constexpr std::array<TensorRoleInfo, kNumTensorRoles> kRows = {{
     {R::RouterScale, "router_scale", B::Plain, {D::Hidden}, kGemma4, P::SomeLayers},
     {R::RouterPerExpertScale, "router_per_expert_scale", B::Plain, {D::Experts}, kGemma4, P::SomeLayers},
     {R::MoePreNorm, "moe_pre_norm", B::Norm, {D::Hidden}, kGemma4, P::SomeLayers},
-    {R::ExpertsGateUp, "experts_gate_up", B::Plain, {D::Experts, D::TwiceExpertWidth, D::Hidden}, kGemma4, P::SomeLayers},
+    {R::ExpertsGateUp, "experts_gate_up", B::Plain, {D::Experts, D::GateUpWidth, D::Hidden}, kGemma4, P::SomeLayers},
     {R::ExpertsDown, "experts_down", B::Plain, {D::Experts, D::Hidden, D::ExpertWidth}, kGemma4, P::SomeLayers},
     {R::DensePostNorm, "dense_post_norm", B::Norm, {D::Hidden}, kGemma4, P::SomeLayers},
     {R::MoePostNorm, "moe_post_norm", B::Norm, {D::Hidden}, kGemma4, P::SomeLayers},

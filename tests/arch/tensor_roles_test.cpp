@@ -64,11 +64,14 @@ TEST_P(TensorRoleTable, ExpectedTensorsFollowTheTable) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, TensorRoleTable, ::testing::ValuesIn(config_paths()),
-                         [](const ::testing::TestParamInfo<std::string>& info) { return gtest_name(config_name(info.param)); });
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return gtest_name(config_name(info.param));
+                         });
 
 TEST(TensorRoleTable, RolesEveryFamilyHas) {
   // Roles every family has: the norms around each block's input, the output projection, up and down.
-  for (TensorRole role : {TensorRole::AttnPreNorm, TensorRole::O, TensorRole::MlpPreNorm, TensorRole::Up, TensorRole::Down}) {
+  for (TensorRole role :
+       {TensorRole::AttnPreNorm, TensorRole::O, TensorRole::MlpPreNorm, TensorRole::Up, TensorRole::Down}) {
     EXPECT_EQ(role_info(role).families, kEveryFamily) << role_info(role).name;
     EXPECT_EQ(role_info(role).presence, Presence::EveryLayer) << role_info(role).name;
   }
