@@ -140,7 +140,8 @@ int64_t dimension(TensorDim dim, const ModelSpec& spec, const LayerSpec& layer) 
 
 std::vector<int64_t> role_shape(const TensorRoleInfo& role, const ModelSpec& spec, const LayerSpec& layer) {
   std::vector<int64_t> shape;
-  for (int i = 0; i < role.shape.rank; ++i) shape.push_back(dimension(role.shape.dims[static_cast<size_t>(i)], spec, layer));
+  for (int i = 0; i < role.shape.rank; ++i)
+    shape.push_back(dimension(role.shape.dims[static_cast<size_t>(i)], spec, layer));
   return shape;
 }
 

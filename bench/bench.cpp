@@ -343,7 +343,8 @@ json measure_prefill(const std::string& name, const Model& m, const Options& opt
   json prefill = json::array();
   for (auto [b, s] : shapes) {
     const at::Tensor ids = random_ids(m, b, s, 11);
-    const auto [t_gemm, t] = time_pair(m.device(), r, [&] { gemm(); }, [&] { m.forward(ids); });
+    const auto [t_gemm, t] = time_pair(
+        m.device(), r, [&] { gemm(); }, [&] { m.forward(ids); });
     const double flops = prefill_flops(m, b, s), peak = gemm.flops() / t_gemm;
     prefill.push_back({{"batch", b}, {"tokens", s}, {"seconds", t}, {"tokens_per_s", b * s / t},
                        {"flops", flops}, {"gemm_flops_per_s", peak}, {"of_gemm_peak", flops / t / peak}});
@@ -354,7 +355,8 @@ json measure_prefill(const std::string& name, const Model& m, const Options& opt
 
 // Decode with the KV cache, batch 1, after the 128-token workload prompt, alternated with the read
 // reference.
-json measure_decode(const std::string& name, const Model& m, const Options& opt, int r, Stream& stream, const Log& log) {
+json measure_decode(const std::string& name, const Model& m, const Options& opt, int r, Stream& stream,
+                    const Log& log) {
   const int64_t steps = opt.quick ? 32 : 64;
   const at::Tensor prompt = workload_prompt(m);
   std::vector<double> t, t_read;
@@ -366,8 +368,13 @@ json measure_decode(const std::string& name, const Model& m, const Options& opt,
   const double sec = median(t), read = Stream::read_bytes() / median(t_read);
   const double bytes = decode_bytes(m, 128 + steps / 2);
   log(name + ": decode " + std::to_string(steps / sec) + " tok/s");
-  return {{"batch", 1}, {"prompt", 128}, {"steps", steps}, {"tokens_per_s", steps / sec},
-          {"bytes_per_token", bytes}, {"read_bytes_per_s", read}, {"of_read_bandwidth", bytes * steps / sec / read}};
+  return {{"batch", 1},
+          {"prompt", 128},
+          {"steps", steps},
+          {"tokens_per_s", steps / sec},
+          {"bytes_per_token", bytes},
+          {"read_bytes_per_s", read},
+          {"of_read_bandwidth", bytes * steps / sec / read}};
 }
 
 // Statistics of one middle layer's MLP key, accumulated as edits/stats.cpp does (KeyMomentSum:
@@ -401,9 +408,14 @@ json measure_statistics(const std::string& name, const Model& m, int r, const Lo
     sum.flush();
   });
   log(name + ": statistics overhead " + std::to_string(t_stats / t_plain - 1.0));
-  return {{"layer", layer}, {"width", width}, {"batch", 4}, {"tokens", 128},
-          {"plain_tokens_per_s", ids.numel() / t_plain}, {"stats_tokens_per_s", ids.numel() / t_stats},
-          {"overhead", t_stats / t_plain - 1.0}, {"kkt_share", t_kkt / t_plain},
+  return {{"layer", layer},
+          {"width", width},
+          {"batch", 4},
+          {"tokens", 128},
+          {"plain_tokens_per_s", ids.numel() / t_plain},
+          {"stats_tokens_per_s", ids.numel() / t_stats},
+          {"overhead", t_stats / t_plain - 1.0},
+          {"kkt_share", t_kkt / t_plain},
           {"target", kStatsOverhead}};
 }
 
@@ -413,8 +425,8 @@ json measure_hooks(const std::string& name, const Model& m, int r, const Log& lo
   Hooks empty(m.arch().num_layers());
   ForwardOptions none, with_empty;
   with_empty.hooks = &empty;
-  const auto [t_null, t_empty] =
-      time_pair(m.device(), 4 * r + 1, [&] { m.forward(ids, none); }, [&] { m.forward(ids, with_empty); });
+  const auto [t_null, t_empty] = time_pair(
+      m.device(), 4 * r + 1, [&] { m.forward(ids, none); }, [&] { m.forward(ids, with_empty); });
   log(name + ": empty-hooks overhead " + std::to_string(t_empty / t_null - 1.0));
   return {{"null_s", t_null}, {"empty_s", t_empty}, {"overhead", t_empty / t_null - 1.0}, {"target", kHooksOverhead}};
 }
@@ -431,7 +443,9 @@ void measure_editors(const std::string& name, Model& model, const Options& opt, 
   auto t0 = std::chrono::steady_clock::now();
   edits::KeyStatistics ks = edits::KeyStatistics::collect(model, texts, so);
   const double t_collect = seconds_since(t0);
-  out["key_statistics"] = {{"layers", so.layers}, {"tokens", ks.tokens()}, {"seconds", t_collect},
+  out["key_statistics"] = {{"layers", so.layers},
+                           {"tokens", ks.tokens()},
+                           {"seconds", t_collect},
                            {"tokens_per_s", ks.tokens() / t_collect}};
   log(name + ": KeyStatistics " + std::to_string(ks.tokens() / t_collect) + " tok/s");
 
@@ -440,9 +454,13 @@ void measure_editors(const std::string& name, Model& model, const Options& opt, 
   ro.layer = L / 2;
   t0 = std::chrono::steady_clock::now();
   const edits::EditOutcome rome = edits::rome(model, requests.at(0), ks, ro);
-  out["rome"] = {{"layer", ro.layer}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect},
-                 {"templates_s", rome.seconds_templates}, {"keys_s", rome.seconds_keys},
-                 {"values_s", rome.seconds_values}, {"solve_s", rome.seconds_solve}};
+  out["rome"] = {{"layer", ro.layer},
+                 {"seconds", seconds_since(t0)},
+                 {"statistics_s", t_collect},
+                 {"templates_s", rome.seconds_templates},
+                 {"keys_s", rome.seconds_keys},
+                 {"values_s", rome.seconds_values},
+                 {"solve_s", rome.seconds_solve}};
   log(name + ": ROME done");
 
   edits::MemitOptions mo;
@@ -451,9 +469,14 @@ void measure_editors(const std::string& name, Model& model, const Options& opt, 
   const std::vector<edits::EditRequest> batch(requests.begin(), requests.begin() + static_cast<long>(n));
   t0 = std::chrono::steady_clock::now();
   const edits::EditOutcome memit = edits::memit(model, batch, ks, mo);
-  out["memit"] = {{"layers", mo.layers}, {"requests", n}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect},
-                  {"templates_s", memit.seconds_templates}, {"keys_s", memit.seconds_keys},
-                  {"values_s", memit.seconds_values}, {"solve_s", memit.seconds_solve}};
+  out["memit"] = {{"layers", mo.layers},
+                  {"requests", n},
+                  {"seconds", seconds_since(t0)},
+                  {"statistics_s", t_collect},
+                  {"templates_s", memit.seconds_templates},
+                  {"keys_s", memit.seconds_keys},
+                  {"values_s", memit.seconds_values},
+                  {"solve_s", memit.seconds_solve}};
   log(name + ": MEMIT done");
 }
 

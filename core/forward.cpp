@@ -222,8 +222,8 @@ at::Tensor Forward::per_layer_inputs(const at::Tensor& ids, const at::Tensor& em
   const int64_t width = spec_.per_layer_input_size;
   const at::Tensor& table = model_.ple_embed();
   const at::Tensor token_scale = at::scalar_tensor(spec_.per_layer_token_scale, at::TensorOptions().dtype(at::kFloat))
-                                    .to(table.scalar_type())
-                                    .to(ids.device());
+                                     .to(table.scalar_type())
+                                     .to(ids.device());
   at::Tensor tokens = at::embedding(table, ids) * token_scale;
   tokens = tokens.reshape({step_.batch, step_.seq, layers, width});
   at::Tensor context = project(embeds, model_.ple_model_projection()) * spec_.per_layer_projection_scale;
@@ -329,7 +329,8 @@ at::Tensor Forward::mixture_of_experts(const LayerSpec& layer, const LayerWeight
   at::Tensor probabilities = at::softmax(at::linear(routed, w[Role::RouterProj].weight), -1, at::kFloat);
   auto [top_weights, top_index] = probabilities.topk(layer.moe.top_k, -1);
   top_weights = top_weights / top_weights.sum(-1, /*keepdim=*/true);
-  top_weights = top_weights * w[Role::RouterPerExpertScale].weight.index_select(0, top_index.flatten()).view_as(top_index);
+  top_weights = top_weights *
+                w[Role::RouterPerExpertScale].weight.index_select(0, top_index.flatten()).view_as(top_index);
 
   at::Tensor inputs = norm(flat, w[Role::MoePreNorm], spec_);
   at::Tensor out = at::zeros_like(inputs);

@@ -384,7 +384,8 @@ TEST(Registry, GemmaFamiliesAlwaysPrependBos) {
   for (const std::string& dir : fixture_model_dirs()) {
     auto arch = Architecture::from_model_dir(dir);
     const Family f = arch->family();
-    EXPECT_EQ(arch->spec().always_prepend_bos, f == Family::Gemma2 || f == Family::Gemma3 || f == Family::Gemma4) << dir;
+    EXPECT_EQ(arch->spec().always_prepend_bos, f == Family::Gemma2 || f == Family::Gemma3 || f == Family::Gemma4)
+        << dir;
   }
 }
 

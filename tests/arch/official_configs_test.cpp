@@ -164,7 +164,8 @@ TEST(OfficialGemma4Configs, LaterLayerReadsPositions) {
   for (const auto& [name, last_reader] : std::vector<std::pair<std::string, int>>{
            {"gemma-4-E2B-it", 13}, {"gemma-4-E4B-it", 22}, {"gemma-4-31B-it", 58}, {"gemma-4-26B-A4B-it", 28}}) {
     auto arch = load_variant(name);
-    for (int i = 0; i < arch->num_layers(); ++i) EXPECT_EQ(arch->later_layer_reads_positions(i), i <= last_reader) << name << " " << i;
+    for (int i = 0; i < arch->num_layers(); ++i)
+      EXPECT_EQ(arch->later_layer_reads_positions(i), i <= last_reader) << name << " " << i;
   }
 }
 
