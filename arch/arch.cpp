@@ -63,6 +63,11 @@ const LayerSpec& Architecture::layer(int i) const {
   return spec_.layers[static_cast<size_t>(i)];
 }
 
+bool Architecture::later_layer_reads_positions(int i) const {
+  const auto above = spec_.layers.begin() + layer(i).index + 1;
+  return std::any_of(above, spec_.layers.end(), [](const LayerSpec& l) { return !l.is_kv_shared(); });
+}
+
 // ---- Expected tensors ----------------------------------------------------------------------------
 
 namespace {
@@ -99,6 +104,14 @@ class TensorList {
                                                   : std::vector<int64_t>{in_features, out_features});
     add(l.bias, {out_features});
   }
+  // One role of a layer, shaped as its row of kTensorRoles says (`shape` in the table's order).
+  void role(const TensorRoleInfo& role, const TensorNames& names, const std::vector<int64_t>& shape) {
+    switch (role.binding) {
+      case TensorBinding::Norm: return norm(names, shape[0]);
+      case TensorBinding::Linear: return linear(names, shape[0], shape[1]);
+      case TensorBinding::Plain: return add(names.weight, shape);
+    }
+  }
   std::vector<TensorSpec> take() { return std::move(out_); }
 
  private:
@@ -106,46 +119,39 @@ class TensorList {
   std::set<std::string> seen_;
 };
 
+int64_t dimension(TensorDim dim, const ModelSpec& spec, const LayerSpec& layer) {
+  switch (dim) {
+    case TensorDim::Hidden: return spec.hidden_size;
+    case TensorDim::HeadDim: return layer.head_dim;
+    case TensorDim::QWidth: return checked_mul(layer.num_q_heads, layer.head_dim);
+    case TensorDim::KVWidth: return checked_mul(layer.num_kv_heads, layer.head_dim);
+    case TensorDim::QKVWidth:
+      return checked_add(checked_mul(layer.num_q_heads, layer.head_dim),
+                         checked_mul(2, checked_mul(layer.num_kv_heads, layer.head_dim)));
+    case TensorDim::MlpWidth: return layer.mlp_width;
+    case TensorDim::PerLayerInput: return spec.per_layer_input_size;
+    case TensorDim::Experts: return layer.moe.num_experts;
+    case TensorDim::ExpertWidth: return layer.moe.expert_width;
+    case TensorDim::GateUpWidth: return checked_mul(2, layer.moe.expert_width);
+    case TensorDim::One: return 1;
+  }
+  return 0;
+}
+
+std::vector<int64_t> role_shape(const TensorRoleInfo& role, const ModelSpec& spec, const LayerSpec& layer) {
+  std::vector<int64_t> shape;
+  for (int i = 0; i < role.shape.rank; ++i)
+    shape.push_back(dimension(role.shape.dims[static_cast<size_t>(i)], spec, layer));
+  return shape;
+}
+
+// The layer's tensors in role order; a role the layer does not name is skipped.
 void add_layer_tensors(TensorList& list, const ModelSpec& spec, const LayerSpec& layer) {
-  const int64_t h = spec.hidden_size;
-  const LayerTensors& t = layer.tensors;
-  const int64_t q_width = checked_mul(layer.num_q_heads, layer.head_dim);
-  const int64_t kv_width = checked_mul(layer.num_kv_heads, layer.head_dim);
-
-  list.norm(t.attn_pre_norm, h);
-  list.linear(t.q, q_width, h);
-  list.linear(t.k, kv_width, h);
-  list.linear(t.v, kv_width, h);
-  list.linear(t.qkv, checked_add(q_width, checked_mul(2, kv_width)), h);
-  list.norm(t.q_norm, layer.head_dim);
-  list.norm(t.k_norm, layer.head_dim);
-  list.linear(t.o, h, q_width);
-  list.norm(t.attn_post_norm, h);
-
-  list.norm(t.mlp_pre_norm, h);
-  list.linear(t.gate, layer.mlp_width, h);
-  list.linear(t.up, layer.mlp_width, h);
-  list.linear(t.down, h, layer.mlp_width);
-
-  const MoESpec& moe = layer.moe;
-  if (moe.num_experts > 0) {
-    list.add(t.router_proj, {moe.num_experts, h});
-    list.add(t.router_scale, {h});
-    list.add(t.router_per_expert_scale, {moe.num_experts});
-    list.norm(t.moe_pre_norm, h);
-    list.add(t.experts_gate_up, {moe.num_experts, checked_mul(2, moe.expert_width), h});
-    list.add(t.experts_down, {moe.num_experts, h, moe.expert_width});
-    list.norm(t.dense_post_norm, h);
-    list.norm(t.moe_post_norm, h);
+  for (const TensorRoleInfo& role : kTensorRoles) {
+    const TensorNames& names = layer.tensors[role.role];
+    if (names.weight.empty() && names.bias.empty()) continue;
+    list.role(role, names, role_shape(role, spec, layer));
   }
-  list.norm(t.mlp_post_norm, h);
-
-  if (layer.has_per_layer_input) {
-    list.linear(t.ple_gate, spec.per_layer_input_size, h);
-    list.linear(t.ple_projection, h, spec.per_layer_input_size);
-    list.norm(t.ple_post_norm, h);
-  }
-  if (layer.has_layer_scalar) list.add(t.layer_scalar, {1});
 }
 
 }  // namespace
@@ -468,28 +474,29 @@ void name_decoder_layer(const std::string& prefix, LayerSpec& layer, const Decod
     if (bias) l.bias = base + module + ".bias";
     return l;
   };
+  using R = TensorRole;
   LayerTensors& t = layer.tensors;
   t = LayerTensors{};
-  t.attn_pre_norm.weight = base + "input_layernorm.weight";
+  t[R::AttnPreNorm].weight = base + "input_layernorm.weight";
   if (naming.sandwich_norms) {
-    t.attn_post_norm.weight = base + "post_attention_layernorm.weight";
-    t.mlp_pre_norm.weight = base + "pre_feedforward_layernorm.weight";
-    t.mlp_post_norm.weight = base + "post_feedforward_layernorm.weight";
+    t[R::AttnPostNorm].weight = base + "post_attention_layernorm.weight";
+    t[R::MlpPreNorm].weight = base + "pre_feedforward_layernorm.weight";
+    t[R::MlpPostNorm].weight = base + "post_feedforward_layernorm.weight";
   } else {
     // Llama's "post_attention_layernorm" normalises the residual stream before the MLP.
-    t.mlp_pre_norm.weight = base + "post_attention_layernorm.weight";
+    t[R::MlpPreNorm].weight = base + "post_attention_layernorm.weight";
   }
-  t.q = linear("self_attn.q_proj", naming.qkv_bias);
-  if (layer.has_k_proj) t.k = linear("self_attn.k_proj", naming.qkv_bias);
-  if (layer.has_v_proj) t.v = linear("self_attn.v_proj", naming.qkv_bias);
-  t.o = linear("self_attn.o_proj", naming.o_bias);
+  t[R::Q] = linear("self_attn.q_proj", naming.qkv_bias);
+  if (layer.has_k_proj) t[R::K] = linear("self_attn.k_proj", naming.qkv_bias);
+  if (layer.has_v_proj) t[R::V] = linear("self_attn.v_proj", naming.qkv_bias);
+  t[R::O] = linear("self_attn.o_proj", naming.o_bias);
   if (layer.has_qk_norm) {
-    t.q_norm.weight = base + "self_attn.q_norm.weight";
-    if (layer.has_k_proj) t.k_norm.weight = base + "self_attn.k_norm.weight";
+    t[R::QNorm].weight = base + "self_attn.q_norm.weight";
+    if (layer.has_k_proj) t[R::KNorm].weight = base + "self_attn.k_norm.weight";
   }
-  t.gate = linear("mlp.gate_proj", naming.mlp_bias);
-  t.up = linear("mlp.up_proj", naming.mlp_bias);
-  t.down = linear("mlp.down_proj", naming.mlp_bias);
+  t[R::Gate] = linear("mlp.gate_proj", naming.mlp_bias);
+  t[R::Up] = linear("mlp.up_proj", naming.mlp_bias);
+  t[R::Down] = linear("mlp.down_proj", naming.mlp_bias);
 }
 
 }  // namespace detail

@@ -14,19 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "arch/family.h"
+#include "arch/tensor_roles.h"
+
 namespace graft::arch {
 
-enum class Family { Llama, Mistral, Qwen2, Qwen3, Gemma2, Gemma3, Gemma4, GPT2 };
 enum class AttentionKind { Full, Sliding };
 enum class NormKind { RMSNorm, LayerNorm };
 // GeluTanh is gelu(x, approximate="tanh") (HF gelu_pytorch_tanh and GPT-2's gelu_new).
 enum class Activation { SiLU, GeluTanh, Gelu, Relu };
 enum class RopeKind { None, Default, Linear, Dynamic, Llama3, Proportional, Yarn };
-// Where a projection's weight is stored as torch.nn.Linear does ([out, in]) or as GPT-2's Conv1D
-// ([in, out]). Editors write updates in the layout the checkpoint stores.
-enum class WeightLayout { OutIn, InOut };
 
-const char* family_name(Family f);
 const char* attention_kind_name(AttentionKind k);  // "sliding_attention" / "full_attention"
 const char* rope_kind_name(RopeKind k);
 
@@ -55,34 +53,9 @@ struct MoESpec {
   int64_t num_experts = 0;  // 0: no MoE block
   int64_t top_k = 0;
   int64_t expert_width = 0;
-};
-
-// HF tensor names (full names, prefix included). An empty string means the layer has no such tensor.
-struct NormNames {
-  std::string weight, bias;
-};
-struct LinearNames {
-  std::string weight, bias;
-  WeightLayout layout = WeightLayout::OutIn;
-};
-
-struct LayerTensors {
-  // Pre-norm of the attention block, and (sandwich families) the norm of its output.
-  NormNames attn_pre_norm, attn_post_norm;
-  // Pre-norm of the MLP block, and (sandwich families) the norm of its output.
-  NormNames mlp_pre_norm, mlp_post_norm;
-  LinearNames q, k, v, o;
-  LinearNames qkv;  // GPT-2's fused c_attn ([in, 3*hidden], Conv1D); q/k/v are then empty
-  NormNames q_norm, k_norm;
-  LinearNames gate, up, down;  // down is where editors act; GPT-2 has no gate
-  // Gemma 4 MoE block (beside the dense MLP).
-  std::string router_proj, router_scale, router_per_expert_scale;
-  std::string experts_gate_up, experts_down;  // [E, 2*I, H], [E, H, I]
-  NormNames moe_pre_norm, dense_post_norm, moe_post_norm;
-  // Gemma 4 per-layer embeddings.
-  LinearNames ple_gate, ple_projection;
-  NormNames ple_post_norm;
-  std::string layer_scalar;
+  // The router's input is the weightless RMS norm of the residual times router_scale times this
+  // (Gemma 4: hidden_size^-0.5).
+  double router_input_scale = 1.0;
 };
 
 struct LayerSpec {
@@ -105,7 +78,7 @@ struct LayerSpec {
   MoESpec moe;
   bool has_per_layer_input = false;
   bool has_layer_scalar = false;
-  LayerTensors tensors;
+  LayerTensors tensors;  // HF names of every tensor role (arch/tensor_roles.h) this layer reads
 
   bool is_sliding() const { return attention == AttentionKind::Sliding; }
   bool is_kv_shared() const { return kv_source != index; }
@@ -146,8 +119,18 @@ struct ModelSpec {
   // Gemma 4 per-layer embeddings: P = per_layer_input_size (0: none).
   int64_t per_layer_input_size = 0;
   int64_t per_layer_vocab_size = 0;
+  // Each layer's P-wide input is (normed context part + token part) x per_layer_combine_scale: the
+  // token part is its embedding row times per_layer_token_scale (rounded to the table's dtype, as
+  // embed_scale is), the context part the projection of the scaled embeddings times
+  // per_layer_projection_scale. Gemma 4: sqrt(P), hidden_size^-0.5 and 2^-0.5.
+  double per_layer_token_scale = 1.0;
+  double per_layer_projection_scale = 1.0;
+  double per_layer_combine_scale = 1.0;
   std::optional<int64_t> bos_token_id, pad_token_id;
   std::vector<int64_t> eos_token_ids;
+  // Prompts start with BOS whether or not the tokenizer adds it (Gemma 2/3/4: the models need it, and
+  // not every tokenizer of theirs adds it).
+  bool always_prepend_bos = false;
   std::string weight_prefix;      // "model.", "model.language_model.", "transformer."
   // Other prefixes checkpoints of this model are known to be saved under (GPT-2 saved from GPT2Model:
   // ""; Gemma 3's legacy on-disk layout: "language_model.model."). See adopt_checkpoint_prefix.
@@ -193,8 +176,13 @@ class Architecture {
   const RopeSpec& rope_for_layer(int i) const { return layer(i).rope; }
   double attention_scale(int i) const { return layer(i).attention_scale; }
   bool has_per_layer_embeddings() const { return spec_.per_layer_input_size > 0; }
+  // Whether what layer i writes at a position can still be read from a later position: some layer
+  // above i computes its own K/V. A KV-shared layer reads K/V that layers below the first shared
+  // one computed, so above the last such layer a position's state only reaches its own prediction.
+  // InputError when i is out of range.
+  bool later_layer_reads_positions(int i) const;
   // The tensor editors update: the MLP down projection of layer i (and its storage layout).
-  const LinearNames& mlp_down_projection(int i) const { return layer(i).tensors.down; }
+  const LinearNames& mlp_down_projection(int i) const { return layer(i).tensors[TensorRole::Down]; }
 
   // Every tensor the forward pass reads, with the shape the config implies. Tensors a checkpoint may
   // carry but this model never reads (k_proj on Gemma 4 KV-shared layers, ...) are not listed.

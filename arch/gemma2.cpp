@@ -58,6 +58,7 @@ Gemma2Architecture::Gemma2Architecture(const ConfigReader& config) {
   s.final_logit_softcap = read_softcap(config, "final_logit_softcapping", 30.0);
   s.tie_word_embeddings = config.get_bool("tie_word_embeddings", true);
   read_token_ids(config, {/*bos=*/2, /*pad=*/0, /*eos=*/{1}}, s);
+  s.always_prepend_bos = true;
   s.weight_prefix = "model.";
 
   if (config.get_bool("use_bidirectional_attention", false)) {

@@ -96,6 +96,7 @@ Gemma3Architecture::Gemma3Architecture(const ConfigReader& file) {
   s.tie_word_embeddings = multimodal ? file.get_bool("tie_word_embeddings", true)
                                      : config.get_bool("tie_word_embeddings", true);
   read_token_ids(config, {/*bos=*/2, /*pad=*/0, /*eos=*/{1}}, s);
+  s.always_prepend_bos = true;
   s.weight_prefix = multimodal ? "model.language_model." : "model.";
   if (multimodal) s.alternative_weight_prefixes = {"language_model.model."};
 

@@ -1,5 +1,5 @@
 // Gemma 4 (HF Gemma4ForCausalLM for "gemma4_text", Gemma4ForConditionalGeneration for "gemma4";
-// transformers 5.17). The numerics are in /work/shared/gemma4_spec.md; this file states the facts.
+// transformers 5.17). The numerics are in docs/gemma4-spec.md; this file states the facts.
 //
 // The block is Gemma 3's sandwich (norms before and after attention and MLP, GeGLU MLP, q_norm and
 // k_norm before RoPE), with these differences:
@@ -134,7 +134,7 @@ int64_t per_layer_input_size(const ConfigReader& config) {
 }
 
 // enable_moe_block: the three MoE sizes have no defaults (None in HF) and must then be given.
-MoESpec read_moe(const ConfigReader& config) {
+MoESpec read_moe(const ConfigReader& config, int64_t hidden_size) {
   MoESpec moe;
   if (!config.get_bool("enable_moe_block", false)) return moe;
   for (const char* key : {"num_experts", "top_k_experts", "moe_intermediate_size"}) {
@@ -143,6 +143,8 @@ MoESpec read_moe(const ConfigReader& config) {
   moe.num_experts = config.require_dimension("num_experts");
   moe.top_k = config.check_range(config.key_path("top_k_experts"), config.require_int("top_k_experts"), 1, moe.num_experts);
   moe.expert_width = config.require_dimension("moe_intermediate_size");
+  // Gemma4TextRouter: norm(x) * scale * hidden_size**-0.5.
+  moe.router_input_scale = inverse_sqrt(static_cast<double>(hidden_size));
   return moe;
 }
 
@@ -210,9 +212,17 @@ void Gemma4Architecture::read_model_facts(const ConfigReader& file, const Config
   s.tie_word_embeddings = multimodal ? file.get_bool("tie_word_embeddings", true)
                                      : config.get_bool("tie_word_embeddings", true);
   read_token_ids(config, {/*bos=*/2, /*pad=*/0, /*eos=*/{1}}, s);
+  s.always_prepend_bos = true;
   s.weight_prefix = multimodal ? "model.language_model." : "model.";
   s.per_layer_input_size = per_layer_input_size(config);
-  if (s.per_layer_input_size > 0) s.per_layer_vocab_size = config.get_dimension("vocab_size_per_layer_input", 262144);
+  if (s.per_layer_input_size > 0) {
+    s.per_layer_vocab_size = config.get_dimension("vocab_size_per_layer_input", 262144);
+    // HF Gemma4TextModel: embed_tokens_per_layer scales by P**0.5, per_layer_model_projection's
+    // output by hidden_size**-0.5, and their sum by 2**-0.5 (docs/gemma4-spec.md, section 2.2).
+    s.per_layer_token_scale = std::sqrt(static_cast<double>(s.per_layer_input_size));
+    s.per_layer_projection_scale = inverse_sqrt(static_cast<double>(s.hidden_size));
+    s.per_layer_combine_scale = inverse_sqrt(2.0);
+  }
 
   check_causal(config);
   naming_.qkv_bias = naming_.o_bias = config.get_bool("attention_bias", false);
@@ -227,7 +237,7 @@ void Gemma4Architecture::read_layers(const ConfigReader& config) {
   const int64_t head_dim = config.get_dimension("head_dim", 256);
   const bool k_eq_v = config.get_bool("attention_k_eq_v", false);
   const bool double_wide_mlp = config.get_bool("use_double_wide_mlp", false);
-  const MoESpec moe = read_moe(config);
+  const MoESpec moe = read_moe(config, s.hidden_size);
   const std::vector<AttentionKind> kinds = gemma4_layer_types(config, num_layers);
   LayerOverrides layer_config(config, num_layers,
                               {"head_dim", "num_key_value_heads", "num_attention_heads", "intermediate_size", "sliding_window"});
@@ -284,26 +294,27 @@ void Gemma4Architecture::assign_tensor_names() {
   for (LayerSpec& l : s.layers) {
     name_decoder_layer(s.weight_prefix, l, naming_);
     const std::string base = s.weight_prefix + "layers." + std::to_string(l.index) + ".";
+    using R = TensorRole;
     LayerTensors& t = l.tensors;
     if (l.moe.num_experts > 0) {
-      t.router_proj = base + "router.proj.weight";
-      t.router_scale = base + "router.scale";
-      t.router_per_expert_scale = base + "router.per_expert_scale";
-      t.experts_gate_up = base + "experts.gate_up_proj";
-      t.experts_down = base + "experts.down_proj";
+      t[R::RouterProj].weight = base + "router.proj.weight";
+      t[R::RouterScale].weight = base + "router.scale";
+      t[R::RouterPerExpertScale].weight = base + "router.per_expert_scale";
+      t[R::ExpertsGateUp].weight = base + "experts.gate_up_proj";
+      t[R::ExpertsDown].weight = base + "experts.down_proj";
       // The dense MLP's output norm is post_feedforward_layernorm_1, the experts' input and output
       // norms are pre_/post_feedforward_layernorm_2; post_feedforward_layernorm (mlp_post_norm)
       // then normalises their sum.
-      t.moe_pre_norm.weight = base + "pre_feedforward_layernorm_2.weight";
-      t.dense_post_norm.weight = base + "post_feedforward_layernorm_1.weight";
-      t.moe_post_norm.weight = base + "post_feedforward_layernorm_2.weight";
+      t[R::MoePreNorm].weight = base + "pre_feedforward_layernorm_2.weight";
+      t[R::DensePostNorm].weight = base + "post_feedforward_layernorm_1.weight";
+      t[R::MoePostNorm].weight = base + "post_feedforward_layernorm_2.weight";
     }
     if (l.has_per_layer_input) {
-      t.ple_gate.weight = base + "per_layer_input_gate.weight";
-      t.ple_projection.weight = base + "per_layer_projection.weight";
-      t.ple_post_norm.weight = base + "post_per_layer_input_norm.weight";
+      t[R::PleGate].weight = base + "per_layer_input_gate.weight";
+      t[R::PleProjection].weight = base + "per_layer_projection.weight";
+      t[R::PlePostNorm].weight = base + "post_per_layer_input_norm.weight";
     }
-    t.layer_scalar = base + "layer_scalar";
+    t[R::LayerScalar].weight = base + "layer_scalar";
   }
 }
 

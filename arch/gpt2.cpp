@@ -107,14 +107,15 @@ void GPT2Architecture::assign_tensor_names() {
     auto conv1d = [&](const std::string& module) {
       return LinearNames{base + module + ".weight", base + module + ".bias", WeightLayout::InOut};
     };
+    using R = TensorRole;
     LayerTensors& t = l.tensors;
     t = LayerTensors{};
-    t.attn_pre_norm = {base + "ln_1.weight", base + "ln_1.bias"};
-    t.qkv = conv1d("attn.c_attn");
-    t.o = conv1d("attn.c_proj");
-    t.mlp_pre_norm = {base + "ln_2.weight", base + "ln_2.bias"};
-    t.up = conv1d("mlp.c_fc");
-    t.down = conv1d("mlp.c_proj");
+    t[R::AttnPreNorm] = {base + "ln_1.weight", base + "ln_1.bias"};
+    t[R::QKV] = conv1d("attn.c_attn");
+    t[R::O] = conv1d("attn.c_proj");
+    t[R::MlpPreNorm] = {base + "ln_2.weight", base + "ln_2.bias"};
+    t[R::Up] = conv1d("mlp.c_fc");
+    t[R::Down] = conv1d("mlp.c_proj");
   }
 }
 

@@ -168,14 +168,15 @@ json gpt2_small_config(bool quick) {
 // ------------------------------------------------------------------ counting
 int64_t numel(const LinearWeights& w) { return w.defined() ? w.weight.numel() : 0; }
 
-// Elements of every matrix a token is multiplied by (layers, per-layer-input projection, LM head).
+// Elements of every matrix a token is multiplied by (each layer's Linear roles, the per-layer-input
+// projection, the LM head; not the experts, which only some tokens reach).
 int64_t matmul_params(const Model& m) {
   int64_t p = m.lm_head().defined() ? m.lm_head().numel() : 0;
   if (m.ple_model_projection().defined()) p += m.ple_model_projection().numel();
   for (int i = 0; i < m.arch().num_layers(); ++i) {
     const LayerWeights& l = m.layer_weights(i);
-    for (const LinearWeights* w : {&l.q, &l.k, &l.v, &l.o, &l.qkv, &l.gate, &l.up, &l.down, &l.ple_gate, &l.ple_projection})
-      p += numel(*w);
+    for (const arch::TensorRoleInfo& role : arch::kTensorRoles)
+      if (role.binding == arch::TensorBinding::Linear) p += numel(l[role.role]);
   }
   return p;
 }
@@ -265,6 +266,220 @@ std::vector<std::string> split_lines(const std::string& path, size_t max_lines) 
   return lines;
 }
 
+using Log = std::function<void(const std::string&)>;
+
+// The prompt of the memory workload, and the one decode is timed after: 128 random tokens (seed 7).
+at::Tensor workload_prompt(const Model& m) { return random_ids(m, 1, 128, 7); }
+
+// Loads the model and records memory: the resident set before loading, its peaks over the load and
+// over a small inference (prefill + decode), and what it holds after, split by kind.
+std::shared_ptr<Model> load_measuring_memory(const std::string& name, const std::string& model_dir, const Options& opt,
+                                             at::Device device, json& out, const Log& log) {
+  const bool peak_reset = reset_peak_rss();
+  const int64_t base_kb = proc_status_kb("VmRSS");
+  const int64_t base_anon_kb = proc_status_kb("RssAnon"), base_file_kb = proc_status_kb("RssFile");
+#ifdef GRAFT_BENCH_DEVICE_STATS
+  if (!device.is_cpu()) {
+    at::empty({1}, at::TensorOptions().device(device));  // starts the device's allocator, whose peak is reset next
+    reset_device_peak(device);
+  }
+#endif
+  LoadOptions load;
+  load.device = opt.device;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::shared_ptr<Model> model = Model::load(model_dir, load);
+  const Model& m = *model;
+  synchronize(device);
+  out["load_s"] = seconds_since(t0);
+  const int64_t load_kb = proc_status_kb("VmHWM") - base_kb;
+  decode_seconds(m, workload_prompt(m), 16);
+  const int64_t infer_kb = proc_status_kb("VmHWM") - base_kb;
+  // What the resident set holds after that workload, split: anonymous memory (tensors, buffers)
+  // and file-backed pages (the memory-mapped weights, and LibTorch's own code paged in on first use).
+  const int64_t anon_kb = proc_status_kb("RssAnon") - base_anon_kb, file_kb = proc_status_kb("RssFile") - base_file_kb;
+  const double weight_bytes = static_cast<double>(m.weight_bytes());
+  out["weight_bytes"] = weight_bytes;
+  out["parameters"] = m.arch().parameter_count();
+  out["layers"] = m.arch().num_layers();
+  out["memory"] = {{"peak_reset", peak_reset},
+                   {"process_bytes_before_load", base_kb * 1024.0},
+                   {"load_peak_bytes", load_kb * 1024.0},
+                   {"inference_peak_bytes", infer_kb * 1024.0},
+                   {"inference_over_weights", infer_kb * 1024.0 / weight_bytes},
+                   {"after_inference_anon_bytes", anon_kb * 1024.0},
+                   {"after_inference_file_bytes", file_kb * 1024.0},
+                   {"workload", "prefill 1x128 + 16 decode steps"},
+                   {"target", kMemoryOverWeights}};
+#ifdef GRAFT_BENCH_DEVICE_STATS
+  if (!device.is_cpu()) {  // the weights live in device memory: the device allocator's peak counts
+    const double device_peak = device_peak_bytes(device);
+    out["memory"]["device_peak_bytes"] = device_peak;
+    out["memory"]["device_peak_over_weights"] = device_peak / weight_bytes;
+  }
+#endif
+  log(name + ": loaded, " + std::to_string(static_cast<int64_t>(weight_bytes / (1 << 20))) + " MiB of weights");
+  return model;
+}
+
+void measure_references(const std::string& name, at::Device device, int r, Gemm& gemm, Stream& stream, json& out,
+                        const Log& log) {
+  out["gemm_n"] = gemm.n;
+  out["gemm_flops_per_s"] = gemm.flops() / time_median(device, r + 2, [&] { gemm(); });
+  out["copy_bytes_per_s"] = Stream::copy_bytes() / time_median(device, r + 2, [&] { stream.copy(); });
+  out["read_bytes_per_s"] = Stream::read_bytes() / time_median(device, r + 2, [&] { stream.read(); });
+  log(name + ": GEMM " + std::to_string(out["gemm_flops_per_s"].get<double>() / 1e9) + " GFLOP/s, read " +
+      std::to_string(out["read_bytes_per_s"].get<double>() / 1e9) + " GB/s, copy " +
+      std::to_string(out["copy_bytes_per_s"].get<double>() / 1e9) + " GB/s");
+}
+
+// Prefill at a few batch x length shapes (those within the model's positions), each timed
+// alternately with the GEMM reference.
+json measure_prefill(const std::string& name, const Model& m, const Options& opt, int r, Gemm& gemm, const Log& log) {
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 128}, {1, 512}, {8, 128}};
+  if (!opt.quick) shapes.push_back({8, 512});
+  if (m.spec().max_position_embeddings > 0)
+    shapes.erase(std::remove_if(shapes.begin(), shapes.end(), [&](auto s) { return s.second > m.spec().max_position_embeddings; }),
+                 shapes.end());
+  json prefill = json::array();
+  for (auto [b, s] : shapes) {
+    const at::Tensor ids = random_ids(m, b, s, 11);
+    const auto [t_gemm, t] = time_pair(
+        m.device(), r, [&] { gemm(); }, [&] { m.forward(ids); });
+    const double flops = prefill_flops(m, b, s), peak = gemm.flops() / t_gemm;
+    prefill.push_back({{"batch", b}, {"tokens", s}, {"seconds", t}, {"tokens_per_s", b * s / t},
+                       {"flops", flops}, {"gemm_flops_per_s", peak}, {"of_gemm_peak", flops / t / peak}});
+    log(name + ": prefill " + std::to_string(b) + "x" + std::to_string(s) + " " + std::to_string(b * s / t) + " tok/s");
+  }
+  return prefill;
+}
+
+// Decode with the KV cache, batch 1, after the 128-token workload prompt, alternated with the read
+// reference.
+json measure_decode(const std::string& name, const Model& m, const Options& opt, int r, Stream& stream,
+                    const Log& log) {
+  const int64_t steps = opt.quick ? 32 : 64;
+  const at::Tensor prompt = workload_prompt(m);
+  std::vector<double> t, t_read;
+  decode_seconds(m, prompt, steps);  // warm-up
+  for (int i = 0; i < r; ++i) {
+    t_read.push_back(seconds_of(m.device(), [&] { stream.read(); }));
+    t.push_back(decode_seconds(m, prompt, steps));
+  }
+  const double sec = median(t), read = Stream::read_bytes() / median(t_read);
+  const double bytes = decode_bytes(m, 128 + steps / 2);
+  log(name + ": decode " + std::to_string(steps / sec) + " tok/s");
+  return {{"batch", 1},
+          {"prompt", 128},
+          {"steps", steps},
+          {"tokens_per_s", steps / sec},
+          {"bytes_per_token", bytes},
+          {"read_bytes_per_s", read},
+          {"of_read_bandwidth", bytes * steps / sec / read}};
+}
+
+// Statistics of one middle layer's MLP key, accumulated as edits/stats.cpp does (KeyMomentSum:
+// float32 panel products, float64 sum; forward stopped after the layer), against the same
+// truncated forward without the hook. The float64 sum is updated after every forward here
+// (KeyStatistics::collect does it every 4096 tokens), so the figure errs on the high side.
+json measure_statistics(const std::string& name, const Model& m, int r, const Log& log) {
+  const at::Device device = m.device();
+  const int layer = m.arch().num_layers() / 2;
+  const int64_t width = m.arch().intermediate_size_for_layer(layer);
+  const at::Tensor ids = random_ids(m, 4, 128, 13);
+  edits::KeyMomentSum sum(width);
+  Hooks hooks(m.arch().num_layers());
+  hooks.add({HookPoint::MlpPost, layer}, [&sum](const at::Tensor& keys, const HookName&) -> std::optional<at::Tensor> {
+    sum.add(keys);
+    return std::nullopt;
+  });
+  ForwardOptions plain, stats;
+  plain.stop_after_layers = stats.stop_after_layers = layer + 1;
+  stats.hooks = &hooks;
+  const auto [t_plain, t_stats] = time_pair(
+      device, r, [&] { m.forward(ids, plain); },
+      [&] {
+        m.forward(ids, stats);
+        sum.flush();
+      });
+  // The accumulation alone, on a key of the same shape.
+  const at::Tensor k = at::randn({ids.numel(), width}, at::TensorOptions().device(device));
+  const double t_kkt = time_median(device, r, [&] {
+    sum.add(k);
+    sum.flush();
+  });
+  log(name + ": statistics overhead " + std::to_string(t_stats / t_plain - 1.0));
+  return {{"layer", layer},
+          {"width", width},
+          {"batch", 4},
+          {"tokens", 128},
+          {"plain_tokens_per_s", ids.numel() / t_plain},
+          {"stats_tokens_per_s", ids.numel() / t_stats},
+          {"overhead", t_stats / t_plain - 1.0},
+          {"kkt_share", t_kkt / t_plain},
+          {"target", kStatsOverhead}};
+}
+
+// The hook machinery: null pointer vs an empty Hooks object, alternated, more repeats (small effect).
+json measure_hooks(const std::string& name, const Model& m, int r, const Log& log) {
+  const at::Tensor ids = random_ids(m, 1, 128, 17);
+  Hooks empty(m.arch().num_layers());
+  ForwardOptions none, with_empty;
+  with_empty.hooks = &empty;
+  const auto [t_null, t_empty] = time_pair(
+      m.device(), 4 * r + 1, [&] { m.forward(ids, none); }, [&] { m.forward(ids, with_empty); });
+  log(name + ": empty-hooks overhead " + std::to_string(t_empty / t_null - 1.0));
+  return {{"null_s", t_null}, {"empty_s", t_empty}, {"overhead", t_empty / t_null - 1.0}, {"target", kHooksOverhead}};
+}
+
+// The real statistics collector over the corpus, then ROME and MEMIT with those statistics.
+void measure_editors(const std::string& name, Model& model, const Options& opt, json& out, const Log& log) {
+  const std::string corpus = std::string(GRAFT_SOURCE_DIR) + "/models/facts_corpus.txt";
+  const std::string requests_path = std::string(GRAFT_SOURCE_DIR) + "/tests/data/facts/requests.json";
+  const int L = model.arch().num_layers();
+  edits::StatsOptions so;
+  so.layers = {L / 2 - 1, L / 2, L / 2 + 1};
+  so.max_tokens = opt.quick ? 5000 : 20000;
+  const std::vector<std::string> texts = split_lines(corpus, 4000);
+  auto t0 = std::chrono::steady_clock::now();
+  edits::KeyStatistics ks = edits::KeyStatistics::collect(model, texts, so);
+  const double t_collect = seconds_since(t0);
+  out["key_statistics"] = {{"layers", so.layers},
+                           {"tokens", ks.tokens()},
+                           {"seconds", t_collect},
+                           {"tokens_per_s", ks.tokens() / t_collect}};
+  log(name + ": KeyStatistics " + std::to_string(ks.tokens() / t_collect) + " tok/s");
+
+  const std::vector<edits::EditRequest> requests = edits::load_requests(requests_path);
+  edits::RomeOptions ro;
+  ro.layer = L / 2;
+  t0 = std::chrono::steady_clock::now();
+  const edits::EditOutcome rome = edits::rome(model, requests.at(0), ks, ro);
+  out["rome"] = {{"layer", ro.layer},
+                 {"seconds", seconds_since(t0)},
+                 {"statistics_s", t_collect},
+                 {"templates_s", rome.seconds_templates},
+                 {"keys_s", rome.seconds_keys},
+                 {"values_s", rome.seconds_values},
+                 {"solve_s", rome.seconds_solve}};
+  log(name + ": ROME done");
+
+  edits::MemitOptions mo;
+  mo.layers = so.layers;
+  const size_t n = std::min<size_t>(opt.quick ? 20 : 100, requests.size());
+  const std::vector<edits::EditRequest> batch(requests.begin(), requests.begin() + static_cast<long>(n));
+  t0 = std::chrono::steady_clock::now();
+  const edits::EditOutcome memit = edits::memit(model, batch, ks, mo);
+  out["memit"] = {{"layers", mo.layers},
+                  {"requests", n},
+                  {"seconds", seconds_since(t0)},
+                  {"statistics_s", t_collect},
+                  {"templates_s", memit.seconds_templates},
+                  {"keys_s", memit.seconds_keys},
+                  {"values_s", memit.seconds_values},
+                  {"solve_s", memit.seconds_solve}};
+  log(name + ": MEMIT done");
+}
+
 }  // namespace
 
 std::string source_dir() { return GRAFT_SOURCE_DIR; }
@@ -304,193 +519,25 @@ void write_random_model(const std::string& name, bool quick, const std::string& 
   io::write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 
-json measure_model(const std::string& name, const std::string& model_dir, const Options& opt,
-                   const std::function<void(const std::string&)>& log) {
+json measure_model(const std::string& name, const std::string& model_dir, const Options& opt, const Log& log) {
   const int r = std::max(1, opt.repeats);
   if (opt.threads > 0) at::set_num_threads(opt.threads);
   json out = {{"model", name}, {"dir", model_dir}, {"threads", at::get_num_threads()}};
-
-  // Memory first, before anything else allocates: load, then a small inference (prefill + decode).
+  // Memory first, before anything else allocates.
   const at::Device device = parse_device(opt.device);
   out["device"] = device.str();
-  const bool peak_reset = reset_peak_rss();
-  const int64_t base_kb = proc_status_kb("VmRSS");
-  const int64_t base_anon_kb = proc_status_kb("RssAnon"), base_file_kb = proc_status_kb("RssFile");
-#ifdef GRAFT_BENCH_DEVICE_STATS
-  if (!device.is_cpu()) {
-    at::empty({1}, at::TensorOptions().device(device));  // starts the device's allocator, whose peak is reset next
-    reset_device_peak(device);
-  }
-#endif
-  LoadOptions load;
-  load.device = opt.device;
-  auto t0 = std::chrono::steady_clock::now();
-  const std::shared_ptr<Model> model = Model::load(model_dir, load);
+  const std::shared_ptr<Model> model = load_measuring_memory(name, model_dir, opt, device, out, log);
   const Model& m = *model;
-  synchronize(device);
-  out["load_s"] = seconds_since(t0);
-  const int64_t load_kb = proc_status_kb("VmHWM") - base_kb;
-  const at::Tensor prompt = random_ids(m, 1, 128, 7);
-  decode_seconds(m, prompt, 16);
-  const int64_t infer_kb = proc_status_kb("VmHWM") - base_kb;
-  // What the resident set holds after that workload, split: anonymous memory (tensors, buffers)
-  // and file-backed pages (the memory-mapped weights, and LibTorch's own code paged in on first use).
-  const int64_t anon_kb = proc_status_kb("RssAnon") - base_anon_kb, file_kb = proc_status_kb("RssFile") - base_file_kb;
-  const double weight_bytes = static_cast<double>(m.weight_bytes());
-  out["weight_bytes"] = weight_bytes;
-  out["parameters"] = m.arch().parameter_count();
-  out["layers"] = m.arch().num_layers();
-  out["memory"] = {{"peak_reset", peak_reset},
-                   {"process_bytes_before_load", base_kb * 1024.0},
-                   {"load_peak_bytes", load_kb * 1024.0},
-                   {"inference_peak_bytes", infer_kb * 1024.0},
-                   {"inference_over_weights", infer_kb * 1024.0 / weight_bytes},
-                   {"after_inference_anon_bytes", anon_kb * 1024.0},
-                   {"after_inference_file_bytes", file_kb * 1024.0},
-                   {"workload", "prefill 1x128 + 16 decode steps"},
-                   {"target", kMemoryOverWeights}};
-#ifdef GRAFT_BENCH_DEVICE_STATS
-  if (!device.is_cpu()) {  // the weights live in device memory: the device allocator's peak counts
-    const double device_peak = device_peak_bytes(device);
-    out["memory"]["device_peak_bytes"] = device_peak;
-    out["memory"]["device_peak_over_weights"] = device_peak / weight_bytes;
-  }
-#endif
-  log(name + ": loaded, " + std::to_string(static_cast<int64_t>(weight_bytes / (1 << 20))) + " MiB of weights");
 
   Gemm gemm(device);
   Stream stream(device);
-  const auto gemm_run = [&] { gemm(); };
-  const auto read_run = [&] { stream.read(); };
-  out["gemm_n"] = gemm.n;
-  out["gemm_flops_per_s"] = gemm.flops() / time_median(device, r + 2, gemm_run);
-  out["copy_bytes_per_s"] = Stream::copy_bytes() / time_median(device, r + 2, [&] { stream.copy(); });
-  out["read_bytes_per_s"] = Stream::read_bytes() / time_median(device, r + 2, read_run);
-  log(name + ": GEMM " + std::to_string(out["gemm_flops_per_s"].get<double>() / 1e9) + " GFLOP/s, read " +
-      std::to_string(out["read_bytes_per_s"].get<double>() / 1e9) + " GB/s, copy " +
-      std::to_string(out["copy_bytes_per_s"].get<double>() / 1e9) + " GB/s");
-
-  // Prefill.
-  std::vector<std::pair<int64_t, int64_t>> shapes;
-  if (opt.wants("prefill")) {
-    shapes = {{1, 128}, {1, 512}, {8, 128}};
-    if (!opt.quick) shapes.push_back({8, 512});
-  }
-  if (m.spec().max_position_embeddings > 0)
-    shapes.erase(std::remove_if(shapes.begin(), shapes.end(), [&](auto s) { return s.second > m.spec().max_position_embeddings; }),
-                 shapes.end());
-  json prefill = json::array();
-  for (auto [b, s] : shapes) {
-    const at::Tensor ids = random_ids(m, b, s, 11);
-    const auto [t_gemm, t] = time_pair(device, r, gemm_run, [&] { m.forward(ids); });
-    const double flops = prefill_flops(m, b, s), peak = gemm.flops() / t_gemm;
-    prefill.push_back({{"batch", b}, {"tokens", s}, {"seconds", t}, {"tokens_per_s", b * s / t},
-                       {"flops", flops}, {"gemm_flops_per_s", peak}, {"of_gemm_peak", flops / t / peak}});
-    log(name + ": prefill " + std::to_string(b) + "x" + std::to_string(s) + " " + std::to_string(b * s / t) + " tok/s");
-  }
-  if (opt.wants("prefill")) out["prefill"] = prefill;
-
-  // Decode with the KV cache, batch 1, after a 128-token prompt.
-  if (opt.wants("decode")) {
-    const int64_t steps = opt.quick ? 32 : 64;
-    std::vector<double> t, t_read;
-    decode_seconds(m, prompt, steps);  // warm-up
-    for (int i = 0; i < r; ++i) {
-      t_read.push_back(seconds_of(device, read_run));
-      t.push_back(decode_seconds(m, prompt, steps));
-    }
-    const double sec = median(t), read = Stream::read_bytes() / median(t_read);
-    const double bytes = decode_bytes(m, 128 + steps / 2);
-    out["decode"] = {{"batch", 1}, {"prompt", 128}, {"steps", steps}, {"tokens_per_s", steps / sec},
-                     {"bytes_per_token", bytes}, {"read_bytes_per_s", read}, {"of_read_bandwidth", bytes * steps / sec / read}};
-    log(name + ": decode " + std::to_string(steps / sec) + " tok/s");
-  }
-
-  // Statistics of one middle layer's MLP key, accumulated as edits/stats.cpp does (KeyMomentSum:
-  // float32 panel products, float64 sum; forward stopped after the layer), against the same
-  // truncated forward without the hook. The float64 sum is updated after every forward here
-  // (KeyStatistics::collect does it every 4096 tokens), so the figure errs on the high side.
-  if (opt.wants("statistics")) {
-    const int layer = m.arch().num_layers() / 2;
-    const int64_t width = m.arch().intermediate_size_for_layer(layer);
-    const at::Tensor ids = random_ids(m, 4, 128, 13);
-    edits::KeyMomentSum sum(width);
-    Hooks hooks(m.arch().num_layers());
-    hooks.add({HookPoint::MlpPost, layer}, [&sum](const at::Tensor& keys, const HookName&) -> std::optional<at::Tensor> {
-      sum.add(keys);
-      return std::nullopt;
-    });
-    ForwardOptions plain, stats;
-    plain.stop_after_layers = stats.stop_after_layers = layer + 1;
-    stats.hooks = &hooks;
-    const auto [t_plain, t_stats] = time_pair(
-        device, r, [&] { m.forward(ids, plain); },
-        [&] {
-          m.forward(ids, stats);
-          sum.flush();
-        });
-    // The accumulation alone, on a key of the same shape.
-    const at::Tensor k = at::randn({ids.numel(), width}, at::TensorOptions().device(device));
-    const double t_kkt = time_median(device, r, [&] {
-      sum.add(k);
-      sum.flush();
-    });
-    out["statistics"] = {{"layer", layer}, {"width", width}, {"batch", 4}, {"tokens", 128},
-                         {"plain_tokens_per_s", ids.numel() / t_plain}, {"stats_tokens_per_s", ids.numel() / t_stats},
-                         {"overhead", t_stats / t_plain - 1.0}, {"kkt_share", t_kkt / t_plain},
-                         {"target", kStatsOverhead}};
-    log(name + ": statistics overhead " + std::to_string(t_stats / t_plain - 1.0));
-  }
-
-  // The hook machinery: null pointer vs an empty Hooks object, alternated, more repeats (small effect).
-  if (opt.wants("hooks")) {
-    const at::Tensor ids = random_ids(m, 1, 128, 17);
-    Hooks empty(m.arch().num_layers());
-    ForwardOptions none, with_empty;
-    with_empty.hooks = &empty;
-    const auto [t_null, t_empty] =
-        time_pair(device, 4 * r + 1, [&] { m.forward(ids, none); }, [&] { m.forward(ids, with_empty); });
-    out["hooks"] = {{"null_s", t_null}, {"empty_s", t_empty}, {"overhead", t_empty / t_null - 1.0}, {"target", kHooksOverhead}};
-    log(name + ": empty-hooks overhead " + std::to_string(t_empty / t_null - 1.0));
-  }
-
+  measure_references(name, device, r, gemm, stream, out, log);
+  if (opt.wants("prefill")) out["prefill"] = measure_prefill(name, m, opt, r, gemm, log);
+  if (opt.wants("decode")) out["decode"] = measure_decode(name, m, opt, r, stream, log);
+  if (opt.wants("statistics")) out["statistics"] = measure_statistics(name, m, r, log);
+  if (opt.wants("hooks")) out["hooks"] = measure_hooks(name, m, r, log);
   // The facts model has a tokenizer: the real statistics collector and the editors.
-  if (name == "gemma4-facts" && opt.wants("editors")) {
-    const std::string corpus = std::string(GRAFT_SOURCE_DIR) + "/models/facts_corpus.txt";
-    const std::string requests_path = std::string(GRAFT_SOURCE_DIR) + "/tests/data/facts/requests.json";
-    const int L = m.arch().num_layers();
-    edits::StatsOptions so;
-    so.layers = {L / 2 - 1, L / 2, L / 2 + 1};
-    so.max_tokens = opt.quick ? 5000 : 20000;
-    const std::vector<std::string> texts = split_lines(corpus, 4000);
-    t0 = std::chrono::steady_clock::now();
-    edits::KeyStatistics ks = edits::KeyStatistics::collect(m, texts, so);
-    const double t_collect = seconds_since(t0);
-    out["key_statistics"] = {{"layers", so.layers}, {"tokens", ks.tokens()}, {"seconds", t_collect},
-                             {"tokens_per_s", ks.tokens() / t_collect}};
-    log(name + ": KeyStatistics " + std::to_string(ks.tokens() / t_collect) + " tok/s");
-
-    const std::vector<edits::EditRequest> requests = edits::load_requests(requests_path);
-    edits::RomeOptions ro;
-    ro.layer = L / 2;
-    t0 = std::chrono::steady_clock::now();
-    const edits::EditOutcome rome = edits::rome(m, requests.at(0), ks, ro);
-    out["rome"] = {{"layer", ro.layer}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect},
-                   {"templates_s", rome.seconds_templates}, {"keys_s", rome.seconds_keys},
-                   {"values_s", rome.seconds_values}, {"solve_s", rome.seconds_solve}};
-    log(name + ": ROME done");
-
-    edits::MemitOptions mo;
-    mo.layers = so.layers;
-    const size_t n = std::min<size_t>(opt.quick ? 20 : 100, requests.size());
-    const std::vector<edits::EditRequest> batch(requests.begin(), requests.begin() + static_cast<long>(n));
-    t0 = std::chrono::steady_clock::now();
-    const edits::EditOutcome memit = edits::memit(*model, batch, ks, mo);
-    out["memit"] = {{"layers", mo.layers}, {"requests", n}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect},
-                    {"templates_s", memit.seconds_templates}, {"keys_s", memit.seconds_keys},
-                    {"values_s", memit.seconds_values}, {"solve_s", memit.seconds_solve}};
-    log(name + ": MEMIT done");
-  }
+  if (name == "gemma4-facts" && opt.wants("editors")) measure_editors(name, *model, opt, out, log);
   return out;
 }
 

@@ -4,7 +4,6 @@
 // flag test when nothing is hooked.
 #include <ATen/ATen.h>
 
-#include <cmath>
 #include <map>
 
 #include "core/error.h"
@@ -19,6 +18,7 @@ namespace {
 
 using arch::LayerSpec;
 using arch::ModelSpec;
+using Role = arch::TensorRole;
 
 // ---------------------------------------------------------------------------------------------
 // Building blocks
@@ -214,21 +214,22 @@ at::Tensor Forward::embed(const at::Tensor& ids) {
   return x;
 }
 
-// Gemma 4 per-layer embeddings: a token-identity part (its own embedding table, scaled by sqrt(P))
-// and a context part (a projection of the scaled embeddings, normalised per layer slot).
+// Gemma 4 per-layer embeddings: a token-identity part (its own embedding table) and a context part
+// (a projection of the scaled embeddings, normalised per layer slot), scaled by the per_layer_*_scale
+// factors arch/ read from the config.
 at::Tensor Forward::per_layer_inputs(const at::Tensor& ids, const at::Tensor& embeds) {
   const int64_t layers = static_cast<int64_t>(spec_.layers.size());
   const int64_t width = spec_.per_layer_input_size;
   const at::Tensor& table = model_.ple_embed();
-  const double token_scale = std::sqrt(static_cast<double>(width));
-  at::Tensor tokens = at::embedding(table, ids) *
-                      at::scalar_tensor(token_scale, at::TensorOptions().dtype(at::kFloat)).to(table.scalar_type()).to(ids.device());
+  const at::Tensor token_scale = at::scalar_tensor(spec_.per_layer_token_scale, at::TensorOptions().dtype(at::kFloat))
+                                     .to(table.scalar_type())
+                                     .to(ids.device());
+  at::Tensor tokens = at::embedding(table, ids) * token_scale;
   tokens = tokens.reshape({step_.batch, step_.seq, layers, width});
-  at::Tensor context = project(embeds, model_.ple_model_projection()) *
-                       std::pow(static_cast<double>(spec_.hidden_size), -0.5);
+  at::Tensor context = project(embeds, model_.ple_model_projection()) * spec_.per_layer_projection_scale;
   context = context.reshape({step_.batch, step_.seq, layers, width});
   context = rms_norm(context, model_.ple_projection_norm().weight, spec_);
-  return (context + tokens) * std::pow(2.0, -0.5);
+  return (context + tokens) * spec_.per_layer_combine_scale;
 }
 
 const RotaryTable& Forward::rotary_for(const LayerSpec& layer) {
@@ -254,19 +255,19 @@ at::Tensor Forward::attention(const LayerSpec& layer, const LayerWeights& w, con
   const bool rope = layer.rope.kind != arch::RopeKind::None;
 
   at::Tensor q, k_raw, v_raw;
-  if (w.qkv.defined()) {  // GPT-2: one fused projection
-    auto parts = linear(x, w.qkv).split(layer.num_q_heads * D, -1);
+  if (w[Role::QKV].defined()) {  // GPT-2: one fused projection
+    auto parts = linear(x, w[Role::QKV]).split(layer.num_q_heads * D, -1);
     q = parts[0], k_raw = parts[1], v_raw = parts[2];
   } else {
-    q = linear(x, w.q);
+    q = linear(x, w[Role::Q]);
     if (!layer.is_kv_shared()) {
-      k_raw = linear(x, w.k);
-      v_raw = layer.k_eq_v ? k_raw : linear(x, w.v);  // K == V: V is the raw key projection
+      k_raw = linear(x, w[Role::K]);
+      v_raw = layer.k_eq_v ? k_raw : linear(x, w[Role::V]);  // K == V: V is the raw key projection
     }
   }
 
   q = q.view({B, S, layer.num_q_heads, D});
-  if (layer.has_qk_norm) q = rms_norm(q, w.q_norm.weight, spec_);
+  if (layer.has_qk_norm) q = rms_norm(q, w[Role::QNorm].weight, spec_);
   if (rope) q = apply_rotary(q, rotary_for(layer));
   q = hook(HookPoint::AttnQ, i, q);
 
@@ -277,7 +278,7 @@ at::Tensor Forward::attention(const LayerSpec& layer, const LayerWeights& w, con
   } else {
     at::Tensor k = k_raw.view({B, S, layer.num_kv_heads, D});
     at::Tensor v = v_raw.view({B, S, layer.num_kv_heads, D});
-    if (layer.has_qk_norm) k = rms_norm(k, w.k_norm.weight, spec_);
+    if (layer.has_qk_norm) k = rms_norm(k, w[Role::KNorm].weight, spec_);
     if (layer.has_v_norm) v = rms_norm(v, at::Tensor(), spec_);
     if (rope) k = apply_rotary(k, rotary_for(layer));
     k = hook(HookPoint::AttnK, i, k);
@@ -302,21 +303,21 @@ at::Tensor Forward::attention(const LayerSpec& layer, const LayerWeights& w, con
   }
   at::Tensor z = attend(q.transpose(1, 2), keys, values, allowed, layer, options_.hooks);
   z = hook(HookPoint::AttnZ, i, z.transpose(1, 2));
-  return linear(z.reshape({B, S, layer.num_q_heads * D}), w.o);
+  return linear(z.reshape({B, S, layer.num_q_heads * D}), w[Role::O]);
 }
 
 at::Tensor Forward::mlp(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x) {
   const int i = layer.index;
   at::Tensor post;
   if (spec_.gated_mlp) {
-    at::Tensor pre = hook(HookPoint::MlpPre, i, linear(x, w.gate));
-    post = activation(pre, spec_.activation) * linear(x, w.up);
+    at::Tensor pre = hook(HookPoint::MlpPre, i, linear(x, w[Role::Gate]));
+    post = activation(pre, spec_.activation) * linear(x, w[Role::Up]);
   } else {
-    at::Tensor pre = hook(HookPoint::MlpPre, i, linear(x, w.up));
+    at::Tensor pre = hook(HookPoint::MlpPre, i, linear(x, w[Role::Up]));
     post = activation(pre, spec_.activation);
   }
   post = hook(HookPoint::MlpPost, i, post);
-  return hook(HookPoint::MlpDown, i, linear(post, w.down));
+  return hook(HookPoint::MlpDown, i, linear(post, w[Role::Down]));
 }
 
 // Gemma 4 MoE block: a router on the pre-norm residual picks top-k experts per token; each expert is
@@ -324,13 +325,14 @@ at::Tensor Forward::mlp(const LayerSpec& layer, const LayerWeights& w, const at:
 at::Tensor Forward::mixture_of_experts(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& residual) {
   const int64_t H = spec_.hidden_size;
   at::Tensor flat = residual.reshape({-1, H});
-  at::Tensor routed = rms_norm(flat, at::Tensor(), spec_) * w.router_scale * std::pow(static_cast<double>(H), -0.5);
-  at::Tensor probabilities = at::softmax(at::linear(routed, w.router_proj), -1, at::kFloat);
+  at::Tensor routed = rms_norm(flat, at::Tensor(), spec_) * w[Role::RouterScale].weight * layer.moe.router_input_scale;
+  at::Tensor probabilities = at::softmax(at::linear(routed, w[Role::RouterProj].weight), -1, at::kFloat);
   auto [top_weights, top_index] = probabilities.topk(layer.moe.top_k, -1);
   top_weights = top_weights / top_weights.sum(-1, /*keepdim=*/true);
-  top_weights = top_weights * w.router_per_expert_scale.index_select(0, top_index.flatten()).view_as(top_index);
+  top_weights = top_weights *
+                w[Role::RouterPerExpertScale].weight.index_select(0, top_index.flatten()).view_as(top_index);
 
-  at::Tensor inputs = norm(flat, w.moe_pre_norm, spec_);
+  at::Tensor inputs = norm(flat, w[Role::MoePreNorm], spec_);
   at::Tensor out = at::zeros_like(inputs);
   const int64_t width = layer.moe.expert_width;
   at::Tensor hits = top_index.flatten().bincount({}, layer.moe.num_experts).cpu();
@@ -339,9 +341,9 @@ at::Tensor Forward::mixture_of_experts(const LayerSpec& layer, const LayerWeight
     auto where = at::where(top_index == e);  // (token, slot) pairs routed to expert e
     const at::Tensor& tokens = where[0];
     at::Tensor weight = top_weights.flatten().index_select(0, tokens * layer.moe.top_k + where[1]);
-    at::Tensor gate_up = at::linear(inputs.index_select(0, tokens), w.experts_gate_up[e]);
+    at::Tensor gate_up = at::linear(inputs.index_select(0, tokens), w[Role::ExpertsGateUp].weight[e]);
     at::Tensor hidden = activation(gate_up.narrow(-1, 0, width), spec_.activation) * gate_up.narrow(-1, width, width);
-    at::Tensor y = at::linear(hidden, w.experts_down[e]) * weight.unsqueeze(-1);
+    at::Tensor y = at::linear(hidden, w[Role::ExpertsDown].weight[e]) * weight.unsqueeze(-1);
     out.index_add_(0, tokens, y.to(out.scalar_type()));
   }
   return out.reshape(residual.sizes());
@@ -349,8 +351,8 @@ at::Tensor Forward::mixture_of_experts(const LayerSpec& layer, const LayerWeight
 
 at::Tensor Forward::per_layer_branch(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x) {
   at::Tensor slot = step_.per_layer_inputs.select(2, layer.index);
-  at::Tensor g = activation(linear(x, w.ple_gate), spec_.activation) * slot;
-  return norm(linear(g, w.ple_projection), w.ple_post_norm, spec_);
+  at::Tensor g = activation(linear(x, w[Role::PleGate]), spec_.activation) * slot;
+  return norm(linear(g, w[Role::PleProjection]), w[Role::PlePostNorm], spec_);
 }
 
 at::Tensor Forward::layer(int i, at::Tensor x) {
@@ -358,19 +360,19 @@ at::Tensor Forward::layer(int i, at::Tensor x) {
   const LayerWeights& w = model_.layer_weights(i);
 
   x = hook(HookPoint::ResidPre, i, std::move(x));
-  at::Tensor a = attention(spec, w, norm(x, w.attn_pre_norm, spec_));
-  if (spec_.sandwich_norms) a = norm(a, w.attn_post_norm, spec_);
+  at::Tensor a = attention(spec, w, norm(x, w[Role::AttnPreNorm], spec_));
+  if (spec_.sandwich_norms) a = norm(a, w[Role::AttnPostNorm], spec_);
   x = x + hook(HookPoint::AttnOut, i, a);
   x = hook(HookPoint::ResidMid, i, x);
 
-  at::Tensor m = mlp(spec, w, norm(x, w.mlp_pre_norm, spec_));
+  at::Tensor m = mlp(spec, w, norm(x, w[Role::MlpPreNorm], spec_));
   if (spec.moe.num_experts > 0)
-    m = norm(m, w.dense_post_norm, spec_) + norm(mixture_of_experts(spec, w, x), w.moe_post_norm, spec_);
-  if (spec_.sandwich_norms) m = norm(m, w.mlp_post_norm, spec_);
+    m = norm(m, w[Role::DensePostNorm], spec_) + norm(mixture_of_experts(spec, w, x), w[Role::MoePostNorm], spec_);
+  if (spec_.sandwich_norms) m = norm(m, w[Role::MlpPostNorm], spec_);
   x = x + hook(HookPoint::MlpOut, i, m);
 
   if (spec.has_per_layer_input) x = x + hook(HookPoint::PleOut, i, per_layer_branch(spec, w, x));
-  if (spec.has_layer_scalar) x = x * w.layer_scalar;
+  if (spec.has_layer_scalar) x = x * w[Role::LayerScalar].weight;
   return hook(HookPoint::ResidPost, i, x);
 }
 

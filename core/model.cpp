@@ -93,49 +93,21 @@ void Model::bind_layer_weights() {
     auto it = weights_.find(name);
     return it == weights_.end() ? at::Tensor() : it->second;
   };
-  auto norm = [&](const arch::NormNames& n) { return NormWeights{find(n.weight), find(n.bias)}; };
-  auto linear = [&](const arch::LinearNames& n) { return LinearWeights{find(n.weight), find(n.bias), n.layout}; };
+  auto bind = [&](const arch::TensorNames& n) { return TensorWeights{find(n.weight), find(n.bias), n.layout}; };
 
   const auto& tensors = spec().tensors;
   embed_tokens_ = find(tensors.embed_tokens);
   position_embeddings_ = find(tensors.position_embeddings);
   lm_head_ = find(tensors.lm_head);
-  final_norm_ = norm(tensors.final_norm);
+  final_norm_ = bind(tensors.final_norm);
   ple_embed_ = find(tensors.ple_embed);
   ple_model_projection_ = find(tensors.ple_model_projection);
-  ple_projection_norm_ = norm(tensors.ple_projection_norm);
+  ple_projection_norm_ = bind(tensors.ple_projection_norm);
 
   layers_.clear();
   for (const auto& layer : spec().layers) {
-    const auto& n = layer.tensors;
-    LayerWeights w;
-    w.attn_pre_norm = norm(n.attn_pre_norm);
-    w.attn_post_norm = norm(n.attn_post_norm);
-    w.mlp_pre_norm = norm(n.mlp_pre_norm);
-    w.mlp_post_norm = norm(n.mlp_post_norm);
-    w.q = linear(n.q);
-    w.k = linear(n.k);
-    w.v = linear(n.v);
-    w.o = linear(n.o);
-    w.qkv = linear(n.qkv);
-    w.q_norm = norm(n.q_norm);
-    w.k_norm = norm(n.k_norm);
-    w.gate = linear(n.gate);
-    w.up = linear(n.up);
-    w.down = linear(n.down);
-    w.router_proj = find(n.router_proj);
-    w.router_scale = find(n.router_scale);
-    w.router_per_expert_scale = find(n.router_per_expert_scale);
-    w.experts_gate_up = find(n.experts_gate_up);
-    w.experts_down = find(n.experts_down);
-    w.moe_pre_norm = norm(n.moe_pre_norm);
-    w.dense_post_norm = norm(n.dense_post_norm);
-    w.moe_post_norm = norm(n.moe_post_norm);
-    w.ple_gate = linear(n.ple_gate);
-    w.ple_projection = linear(n.ple_projection);
-    w.ple_post_norm = norm(n.ple_post_norm);
-    w.layer_scalar = find(n.layer_scalar);
-    layers_.push_back(std::move(w));
+    LayerWeights& w = layers_.emplace_back();
+    for (const arch::TensorRoleInfo& role : arch::kTensorRoles) w[role.role] = bind(layer.tensors[role.role]);
   }
 }
 

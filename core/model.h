@@ -39,27 +39,17 @@ struct ForwardOptions {
   int stop_after_layers = -1;
 };
 
-// One projection's tensors as the checkpoint stores them.
-struct LinearWeights {
+// One tensor role's tensors as the checkpoint stores them (a Plain role's one tensor is `weight`).
+struct TensorWeights {
   at::Tensor weight, bias;
   arch::WeightLayout layout = arch::WeightLayout::OutIn;
   bool defined() const { return weight.defined(); }
 };
-struct NormWeights {
-  at::Tensor weight, bias;
-};
+using LinearWeights = TensorWeights;
+using NormWeights = TensorWeights;
 
-struct LayerWeights {
-  NormWeights attn_pre_norm, attn_post_norm, mlp_pre_norm, mlp_post_norm;
-  LinearWeights q, k, v, o, qkv;
-  NormWeights q_norm, k_norm;
-  LinearWeights gate, up, down;
-  at::Tensor router_proj, router_scale, router_per_expert_scale, experts_gate_up, experts_down;
-  NormWeights moe_pre_norm, dense_post_norm, moe_post_norm;
-  LinearWeights ple_gate, ple_projection;
-  NormWeights ple_post_norm;
-  at::Tensor layer_scalar;
-};
+// Every role's weights on one layer, indexed by arch::TensorRole (undefined where the layer has none).
+using LayerWeights = arch::PerRole<TensorWeights>;
 
 class Model {
  public:

@@ -9,10 +9,6 @@
 namespace graft::edits {
 namespace {
 
-bool is_gemma(arch::Family f) {
-  return f == arch::Family::Gemma2 || f == arch::Family::Gemma3 || f == arch::Family::Gemma4;
-}
-
 // Length of the text the first `count` tokens decode to (special tokens skipped).
 size_t decoded_length(const Tokenizer& tokenizer, const std::vector<int64_t>& ids, size_t count) {
   return tokenizer.decode(std::vector<int64_t>(ids.begin(), ids.begin() + static_cast<long>(count)), true).size();
@@ -24,7 +20,7 @@ std::vector<int64_t> encode_prompt(const Model& model, const std::string& text) 
   const Tokenizer& tokenizer = model.require_tokenizer();
   std::vector<int64_t> ids = tokenizer.encode(text, /*add_special_tokens=*/true);
   const auto bos = tokenizer.bos_id();
-  if (bos && is_gemma(model.spec().family) && (ids.empty() || ids.front() != *bos)) ids.insert(ids.begin(), *bos);
+  if (bos && model.spec().always_prepend_bos && (ids.empty() || ids.front() != *bos)) ids.insert(ids.begin(), *bos);
   return ids;
 }
 

@@ -14,7 +14,8 @@ class Tokenizer;
 namespace graft::edits {
 
 // Encodes a prompt the way the editors feed it: with BOS when the tokenizer config asks for it,
-// and always with BOS on Gemma-family models (their tokenizers do not add it; the models need it).
+// and always on models whose architecture needs it (ModelSpec::always_prepend_bos: the Gemma
+// families). Python's Model.to_tokens applies the same rule.
 std::vector<int64_t> encode_prompt(const Model& model, const std::string& text);
 
 struct SubjectSpan {

@@ -13,7 +13,7 @@ namespace {
 nlohmann::json rope_json(const arch::RopeSpec& r) {
   if (r.kind == arch::RopeKind::None) return nullptr;
   return {{"type", arch::rope_kind_name(r.kind)}, {"theta", r.theta}, {"dim", r.dim},
-          {"rotated_dims", 2 * r.rotated_pairs}, {"factor", r.factor}};
+          {"rotated_pairs", r.rotated_pairs}, {"factor", r.factor}};
 }
 
 nlohmann::json info_json(const arch::Architecture& a, const std::string& dir) {
@@ -31,7 +31,7 @@ nlohmann::json info_json(const arch::Architecture& a, const std::string& dir) {
                           {"has_v_proj", l.has_v_proj},
                           {"mlp_width", l.mlp_width},
                           {"rope", rope_json(l.rope)},
-                          {"mlp_down_projection", l.tensors.down.weight}};
+                          {"mlp_down_projection", a.mlp_down_projection(l.index).weight}};
     if (l.moe.num_experts > 0)
       row["moe"] = {{"experts", l.moe.num_experts}, {"top_k", l.moe.top_k}, {"expert_width", l.moe.expert_width}};
     layers.push_back(row);

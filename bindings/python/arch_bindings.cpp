@@ -46,6 +46,8 @@ void bind_arch(py::module_& m) {
       .def("rope_for_layer", [](const Architecture& a, int i) { return rope_dict(a.rope_for_layer(i)); }, py::arg("layer"), "RoPE of a layer: type, theta, dim, rotated_pairs, factor")
       .def("mlp_down_projection", [](const Architecture& a, int i) { return a.mlp_down_projection(i).weight; }, py::arg("layer"), "HF name of a layer's MLP down-projection weight")
       .def_property_readonly("has_per_layer_embeddings", &Architecture::has_per_layer_embeddings, "Gemma 4 per-layer embeddings")
+      .def_property_readonly("always_prepend_bos", [](const Architecture& a) { return a.spec().always_prepend_bos; },
+                             "Whether prompts start with BOS even when the tokenizer adds none (Gemma)")
       .def("parameter_count", &Architecture::parameter_count, "Parameters implied by the config")
       .def("expected_tensors", [](const Architecture& a) {
         std::vector<std::pair<std::string, std::vector<int64_t>>> out;

@@ -137,7 +137,8 @@ class Model:
         """Token ids ``[batch, seq]`` (int64, on the model's device) for a prompt or a list of prompts.
 
         A list is left-padded with the tokenizer's pad id. BOS is added as the model's tokenizer
-        config asks unless ``prepend_bos`` says otherwise.
+        config asks, and always where the architecture needs it (``arch.always_prepend_bos``: Gemma),
+        as the editors encode prompts, unless ``prepend_bos`` says otherwise.
         """
         ids, _ = self._encode_batch([text] if isinstance(text, str) else list(text), prepend_bos)
         return ids
@@ -167,7 +168,7 @@ class Model:
         if not texts:
             raise _graft.GraftError("no prompt given")
         tokenizer = self._require_tokenizer()
-        add = tokenizer.adds_bos if prepend_bos is None else prepend_bos
+        add = (tokenizer.adds_bos or self.arch.always_prepend_bos) if prepend_bos is None else prepend_bos
         bos = tokenizer.bos_id
         rows = []
         for text in texts:

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -24,6 +27,25 @@ inline nlohmann::json read_json(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   return nlohmann::json::parse(text.str());
+}
+
+// Every fixture model directory: the hf-parity models, the facts models and models/gemma4_facts.
+inline std::vector<std::string> fixture_model_dirs() {
+  std::vector<std::string> dirs;
+  for (const std::string& root : {data_path("hf-parity"), data_path("facts")}) {
+    for (const auto& entry : std::filesystem::directory_iterator(root)) {
+      if (std::filesystem::exists(entry.path() / "model.safetensors")) dirs.push_back(entry.path().string());
+    }
+  }
+  dirs.push_back(std::string(GRAFT_MODELS_DIR) + "/gemma4_facts");
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+// `name` with every character gtest does not allow in a test name replaced by '_'.
+inline std::string gtest_name(std::string name) {
+  for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return name;
 }
 
 inline std::unique_ptr<Architecture> from_text(const std::string& json_text, const std::string& source = "test") {

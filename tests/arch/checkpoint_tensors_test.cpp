@@ -13,18 +13,6 @@
 namespace graft::arch::test {
 namespace {
 
-std::vector<std::string> fixture_model_dirs() {
-  std::vector<std::string> dirs;
-  for (const std::string& root : {data_path("hf-parity"), data_path("facts")}) {
-    for (const auto& entry : std::filesystem::directory_iterator(root)) {
-      if (std::filesystem::exists(entry.path() / "model.safetensors")) dirs.push_back(entry.path().string());
-    }
-  }
-  dirs.push_back(std::string(GRAFT_MODELS_DIR) + "/gemma4_facts");
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
-
 TEST(CheckpointTensors, FixtureSetIsComplete) {
   // 10 hf-parity models, 2 facts models, models/gemma4_facts: a missing directory is a test bug.
   EXPECT_EQ(fixture_model_dirs().size(), 13u);
@@ -66,9 +54,7 @@ TEST_P(CheckpointTensors, MatchExpectedTensors) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CheckpointTensors, ::testing::ValuesIn(fixture_model_dirs()),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string name = std::filesystem::path(info.param).filename().string();
-                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-                           return name;
+                           return gtest_name(std::filesystem::path(info.param).filename().string());
                          });
 
 // ---- Checkpoint prefixes -------------------------------------------------------------------------
@@ -81,8 +67,8 @@ TEST(CheckpointPrefix, Gpt2SavedWithoutTransformerPrefix) {
   EXPECT_EQ(arch->spec().weight_prefix, "");
   EXPECT_EQ(arch->spec().tensors.embed_tokens, "wte.weight");
   EXPECT_EQ(arch->spec().tensors.lm_head, "wte.weight");
-  EXPECT_EQ(arch->layer(2).tensors.qkv.weight, "h.2.attn.c_attn.weight");
-  EXPECT_EQ(arch->layer(2).tensors.qkv.layout, WeightLayout::InOut);
+  EXPECT_EQ(arch->layer(2).tensors[TensorRole::QKV].weight, "h.2.attn.c_attn.weight");
+  EXPECT_EQ(arch->layer(2).tensors[TensorRole::QKV].layout, WeightLayout::InOut);
   for (const TensorSpec& t : arch->expected_tensors()) EXPECT_EQ(t.name.find("transformer."), std::string::npos) << t.name;
   EXPECT_NE(arch->known_unused_reason("h.0.attn.bias"), "");
   // And back again.
@@ -96,7 +82,7 @@ TEST(CheckpointPrefix, Gemma3LegacyLanguageModelLayout) {
   auto arch = Architecture::from_json(wrapper, "wrapped gemma3");
   EXPECT_EQ(arch->spec().tensors.embed_tokens, "model.language_model.embed_tokens.weight");
   ASSERT_TRUE(arch->adopt_checkpoint_prefix({"language_model.model.embed_tokens.weight"}));
-  EXPECT_EQ(arch->layer(1).tensors.q_norm.weight, "language_model.model.layers.1.self_attn.q_norm.weight");
+  EXPECT_EQ(arch->layer(1).tensors[TensorRole::QNorm].weight, "language_model.model.layers.1.self_attn.q_norm.weight");
 }
 
 TEST(CheckpointPrefix, UnknownLayoutChangesNothing) {

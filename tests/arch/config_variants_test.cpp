@@ -218,8 +218,8 @@ TEST(LlamaVariants, ModelFacts) {
   EXPECT_FALSE(s.tie_word_embeddings);
   EXPECT_EQ(s.tensors.lm_head, "lm_head.weight");
   EXPECT_EQ(arch->attention_scale(0), 0.25);
-  EXPECT_EQ(arch->layer(0).tensors.mlp_pre_norm.weight, "model.layers.0.post_attention_layernorm.weight");
-  EXPECT_TRUE(arch->layer(0).tensors.attn_post_norm.weight.empty());
+  EXPECT_EQ(arch->layer(0).tensors[TensorRole::MlpPreNorm].weight, "model.layers.0.post_attention_layernorm.weight");
+  EXPECT_TRUE(arch->layer(0).tensors[TensorRole::AttnPostNorm].weight.empty());
 
   // head_dim missing: hidden_size / num_attention_heads.
   json no_head_dim = fixture_config("llama3");
@@ -232,6 +232,15 @@ TEST(LlamaVariants, ModelFacts) {
   EXPECT_EQ(tensors.at("model.layers.0.self_attn.o_proj.bias"), (std::vector<int64_t>{64}));
   EXPECT_EQ(tensors.at("model.layers.0.self_attn.k_proj.bias"), (std::vector<int64_t>{32}));
   EXPECT_EQ(tensors.at("model.layers.0.mlp.down_proj.bias"), (std::vector<int64_t>{64}));
+}
+
+// Without KV sharing, every layer's output at a position can be read by the next layer's attention.
+TEST(LlamaVariants, LaterLayersReadEveryPosition) {
+  auto arch = build(fixture_config("llama3"));
+  const int last = arch->num_layers() - 1;
+  for (int i = 0; i < last; ++i) EXPECT_TRUE(arch->later_layer_reads_positions(i)) << i;
+  EXPECT_FALSE(arch->later_layer_reads_positions(last));
+  expect_input_error([&] { arch->later_layer_reads_positions(last + 1); }, {"layer " + std::to_string(last + 1)});
 }
 
 TEST(LlamaVariants, PerLayerConfigOverridesAnyFamily) {
@@ -289,10 +298,10 @@ TEST(QwenVariants, Qwen2UseSlidingWindow) {
 TEST(QwenVariants, Qwen2BiasesAndDefaults) {
   auto arch = build(json::parse(kQwen2));
   const LayerTensors& t = arch->layer(0).tensors;
-  EXPECT_EQ(t.q.bias, "model.layers.0.self_attn.q_proj.bias");
-  EXPECT_EQ(t.k.bias, "model.layers.0.self_attn.k_proj.bias");
-  EXPECT_EQ(t.v.bias, "model.layers.0.self_attn.v_proj.bias");
-  EXPECT_TRUE(t.o.bias.empty());
+  EXPECT_EQ(t[TensorRole::Q].bias, "model.layers.0.self_attn.q_proj.bias");
+  EXPECT_EQ(t[TensorRole::K].bias, "model.layers.0.self_attn.k_proj.bias");
+  EXPECT_EQ(t[TensorRole::V].bias, "model.layers.0.self_attn.v_proj.bias");
+  EXPECT_TRUE(t[TensorRole::O].bias.empty());
   EXPECT_FALSE(arch->spec().tie_word_embeddings);  // Qwen2Config: tie_word_embeddings = False
   EXPECT_TRUE(arch->spec().eos_token_ids.empty());
 }
@@ -364,10 +373,20 @@ TEST(Gpt2Variants, InnerWidthAndConv1DLayout) {
   EXPECT_EQ(arch->rope_for_layer(0).kind, RopeKind::None);
   EXPECT_EQ(arch->attention_scale(0), 0.25);
   EXPECT_EQ(arch->mlp_down_projection(0).layout, WeightLayout::InOut);
-  EXPECT_TRUE(arch->layer(0).tensors.gate.weight.empty());
+  EXPECT_TRUE(arch->layer(0).tensors[TensorRole::Gate].weight.empty());
 
   config["n_inner"] = 100;
   EXPECT_EQ(tensor_map(*build(config)).at("transformer.h.2.mlp.c_fc.weight"), (std::vector<int64_t>{64, 100}));
+}
+
+// The Gemma families need BOS at the start of every prompt; the others take what their tokenizer adds.
+TEST(Registry, GemmaFamiliesAlwaysPrependBos) {
+  for (const std::string& dir : fixture_model_dirs()) {
+    auto arch = Architecture::from_model_dir(dir);
+    const Family f = arch->family();
+    EXPECT_EQ(arch->spec().always_prepend_bos, f == Family::Gemma2 || f == Family::Gemma3 || f == Family::Gemma4)
+        << dir;
+  }
 }
 
 TEST(Registry, SupportedModelTypes) {

@@ -54,6 +54,10 @@ TEST(OfficialGemma4Configs, E2B) {
   EXPECT_TRUE(arch->has_per_layer_embeddings());
   EXPECT_EQ(arch->spec().per_layer_input_size, 256);
   EXPECT_EQ(arch->spec().per_layer_vocab_size, 262144);
+  // HF's P**0.5, hidden_size**-0.5 and 2**-0.5, as Python computes them.
+  EXPECT_EQ(arch->spec().per_layer_token_scale, 16.0);
+  EXPECT_EQ(arch->spec().per_layer_projection_scale, std::pow(1536.0, -0.5));
+  EXPECT_EQ(arch->spec().per_layer_combine_scale, std::pow(2.0, -0.5));
 }
 
 TEST(OfficialGemma4Configs, E4B) {
@@ -84,6 +88,8 @@ TEST(OfficialGemma4Configs, Dense31B) {
     EXPECT_EQ(arch->sliding_window(i), full ? 0 : 1024);
   }
   EXPECT_FALSE(arch->has_per_layer_embeddings());
+  EXPECT_EQ(arch->spec().per_layer_token_scale, 1.0);  // unused without per-layer embeddings
+  EXPECT_EQ(arch->layer(0).moe.router_input_scale, 1.0);
 }
 
 TEST(OfficialGemma4Configs, MoE26B) {
@@ -97,6 +103,7 @@ TEST(OfficialGemma4Configs, MoE26B) {
     EXPECT_EQ(arch->layer(i).moe.num_experts, 128);
     EXPECT_EQ(arch->layer(i).moe.top_k, 8);
     EXPECT_EQ(arch->layer(i).moe.expert_width, 704);
+    EXPECT_EQ(arch->layer(i).moe.router_input_scale, std::pow(2816.0, -0.5));  // hidden_size**-0.5
     EXPECT_EQ(arch->num_kv_heads_for_layer(i), full ? 2 : 8);
     EXPECT_EQ(arch->has_v_proj(i), !full);
   }
@@ -143,12 +150,23 @@ TEST(OfficialGemma4Configs, SharedNumericsAndRope) {
 
   // A KV-shared layer still has its own query path but reads K/V elsewhere.
   const LayerSpec& reader = arch->layer(15);
-  EXPECT_TRUE(reader.tensors.k.weight.empty());
-  EXPECT_TRUE(reader.tensors.v.weight.empty());
-  EXPECT_TRUE(reader.tensors.k_norm.weight.empty());
-  EXPECT_FALSE(reader.tensors.q_norm.weight.empty());
+  EXPECT_TRUE(reader.tensors[TensorRole::K].weight.empty());
+  EXPECT_TRUE(reader.tensors[TensorRole::V].weight.empty());
+  EXPECT_TRUE(reader.tensors[TensorRole::KNorm].weight.empty());
+  EXPECT_FALSE(reader.tensors[TensorRole::QNorm].weight.empty());
   EXPECT_FALSE(reader.has_v_norm);
   EXPECT_EQ(arch->mlp_down_projection(15).weight, "model.language_model.layers.15.mlp.down_proj.weight");
+}
+
+// Above the last layer that computes its own K/V (E2B: 14, E4B: 23), what a layer writes at a
+// position reaches no later position; without KV sharing (31B) only the last layer is so.
+TEST(OfficialGemma4Configs, LaterLayerReadsPositions) {
+  for (const auto& [name, last_reader] : std::vector<std::pair<std::string, int>>{
+           {"gemma-4-E2B-it", 13}, {"gemma-4-E4B-it", 22}, {"gemma-4-31B-it", 58}, {"gemma-4-26B-A4B-it", 28}}) {
+    auto arch = load_variant(name);
+    for (int i = 0; i < arch->num_layers(); ++i)
+      EXPECT_EQ(arch->later_layer_reads_positions(i), i <= last_reader) << name << " " << i;
+  }
 }
 
 // ---- Agreement with transformers (NAME.hf_facts.json) --------------------------------------------

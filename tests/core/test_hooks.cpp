@@ -108,7 +108,8 @@ TEST(Hooks, ReplacingTheMlpKeyIsTheSameAsEditingItsInput) {
   edit.cache({HookPoint::MlpOut, layer}, &after);
   options.hooks = &edit;
   model->forward(ids, options);
-  const at::Tensor expected = before.at("blocks.1.hook_mlp_out") + at::linear(delta, model->layer_weights(layer).down.weight);
+  const at::Tensor expected = before.at("blocks.1.hook_mlp_out") +
+                              at::linear(delta, model->layer_weights(layer)[arch::TensorRole::Down].weight);
   EXPECT_TRUE(at::allclose(after.at("blocks.1.hook_mlp_out"), expected, 1e-5, 1e-5));
 }
 

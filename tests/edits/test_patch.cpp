@@ -392,7 +392,7 @@ TEST(PatchInMemory, ApplyThenRevertRestoresTheBytesAndTheLogits) {
   const at::Tensor logits_patched = logits(*model);
   EXPECT_GT((logits_patched - logits_before).abs().max().item<double>(), 1e-3);
   // The forward pass reads the same tensors the stack wrote (no stale copies in LayerWeights).
-  EXPECT_TRUE(at::equal(model->layer_weights(5).down.weight, w5));
+  EXPECT_TRUE(at::equal(model->layer_weights(5)[arch::TensorRole::Down].weight, w5));
 
   // The file under the copy-on-write mapping is untouched, so the fingerprint still matches.
   EXPECT_EQ(patch_mismatch(*model, patch), "");

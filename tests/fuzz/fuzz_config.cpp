@@ -15,6 +15,7 @@ namespace {
 using graft::arch::Architecture;
 using graft::arch::LayerSpec;
 using graft::arch::RopeKind;
+using graft::arch::TensorRole;
 
 void require(bool ok) {
   if (!ok) __builtin_trap();
@@ -41,7 +42,7 @@ void check_invariants(const Architecture& arch) {
       require(l.rope.rotated_pairs >= 0 && l.rope.rotated_pairs <= l.rope.dim / 2);
       require(l.rope.theta > 0 && l.rope.factor > 0);
     }
-    require(!l.tensors.down.weight.empty());
+    require(!l.tensors[TensorRole::Down].weight.empty());
   }
   int64_t total = 0;
   for (const auto& tensor : arch.expected_tensors()) {

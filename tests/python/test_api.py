@@ -10,6 +10,7 @@ import ast
 import inspect
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ MODELS = Path(os.environ.get("GRAFT_MODELS_DIR", REPO / "models"))
 FACTS_MODEL = MODELS / "gemma4_facts"
 PARITY = DATA / "hf-parity"
 PROMPT = "The capital of Quianeimtum is"
+GRAFT = os.environ.get("GRAFT_BIN", "graft")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,15 @@ def test_load_gives_a_model_with_its_facts(model: graft.Model) -> None:
     names = model.hook_names()
     assert names[0] == "hook_embed" and names[-1] == "hook_logits"
     assert "blocks.7.mlp.hook_post" in names and len(names) == len(set(names))
+
+
+def test_rope_reads_the_same_in_python_and_graft_info() -> None:
+    # One name per field: rotated_pairs counts the frequencies that rotate (a pair of dims each).
+    info = subprocess.run([GRAFT, "info", str(FACTS_MODEL), "--json"], check=True, capture_output=True, text=True)
+    arch = _graft.Architecture.from_model_dir(str(FACTS_MODEL))
+    for row in json.loads(info.stdout)["layers"]:
+        assert row["rope"] == arch.rope_for_layer(row["layer"])
+        assert row["rope"]["rotated_pairs"] <= row["rope"]["dim"] // 2
 
 
 def test_load_with_dtype(ids: torch.Tensor) -> None:
@@ -320,6 +331,34 @@ def test_tokens_and_generation(model: graft.Model, ids: torch.Tensor) -> None:
     assert sampled[0] == sampled[1]  # seeded
     with pytest.raises(graft.GraftError):
         model.to_tokens([])
+
+
+def _tokenizer_without_bos(model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of ``model_dir`` (weights linked) whose tokenizer config does not add BOS."""
+    copy = tmp_path / model_dir.name
+    copy.mkdir()
+    for entry in model_dir.iterdir():
+        if entry.name != "tokenizer_config.json":
+            (copy / entry.name).symlink_to(entry.resolve())
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": False}))
+    return copy
+
+
+@pytest.mark.parametrize("model_dir, always_bos", [(FACTS_MODEL, True), (DATA / "facts" / "llama_facts", False)],
+                         ids=["gemma4", "llama"])
+def test_to_tokens_encodes_prompts_as_the_editors_do(model_dir: Path, always_bos: bool, tmp_path: Path) -> None:
+    # A tokenizer that adds no BOS: Gemma's architecture still asks for one, Llama's does not.
+    model = graft.load(_tokenizer_without_bos(model_dir, tmp_path))
+    assert not model.tokenizer.adds_bos
+    assert model.arch.always_prepend_bos == always_bos
+    template, subject = "The capital of {} is", "Quianeimtum"
+    ids = model.to_tokens(template.format(subject))[0].tolist()
+    assert (ids[0] == model.tokenizer.bos_id) == always_bos
+    # crown-scan reports the prompt's tokens as the C++ editors encode it (edits/tokens.cpp).
+    scan = graft.crown_scan(model, template, subject, trace=False)
+    assert scan.tokens == model.to_str_tokens(template.format(subject))
+    assert len(scan.tokens) == len(ids)
 
 
 # ----------------------------------------------------------------------------- typing and docs
