@@ -5,6 +5,7 @@
 
 #include "arch/arch.h"
 #include "core/error.h"
+#include "core/io/detail.h"
 
 namespace graft {
 namespace {
@@ -51,11 +52,7 @@ bool layer_has_point(const arch::Architecture& arch, int layer, HookPoint point)
   return true;
 }
 
-std::string shape_string(at::IntArrayRef shape) {
-  std::ostringstream out;
-  out << shape;
-  return out.str();
-}
+std::string shape_string(at::IntArrayRef shape) { return io::detail::shape_string(shape.vec()); }
 
 }  // namespace
 

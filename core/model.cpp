@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/detail.h"
 #include "core/rope.h"
 #include "core/tensor.h"
 #include "core/tokenizer/tokenizer.h"
@@ -15,13 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
-}
+using io::detail::shape_string;
 
 // The floating dtype the checkpoint stores most of its bytes in: the natural compute dtype.
 at::ScalarType checkpoint_float_dtype(const io::Checkpoint& checkpoint, const std::vector<arch::TensorSpec>& tensors) {

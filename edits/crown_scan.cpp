@@ -78,10 +78,7 @@ int argmax_layer(const std::vector<CrownLayer>& layers, double CrownLayer::*fiel
 // is the last one, or some later layer computes its own K/V there (a KV-shared layer reads K/V that
 // were computed before it, so it never sees what the layers below it wrote at other positions).
 bool reaches_answer(const Model& model, int layer, int64_t position, int64_t length) {
-  if (position == length - 1) return true;
-  for (int j = layer + 1; j < model.arch().num_layers(); ++j)
-    if (!model.spec().layers[static_cast<size_t>(j)].is_kv_shared()) return true;
-  return false;
+  return position == length - 1 || model.arch().later_layer_reads_positions(layer);
 }
 
 int64_t window_for(const CrownScanOptions& options, int layers) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bindings/cli/commands.h"
+#include "core/io/detail.h"
 #include "edits/patch.h"
 
 namespace graft::cli {
@@ -17,11 +18,7 @@ namespace {
 
 using edits::Patch;
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
+using io::detail::shape_string;
 
 // A JSON value on one line, or "-" when empty, for the human-readable listing.
 std::string compact(const nlohmann::json& value) {
@@ -40,11 +37,11 @@ void print_patch(const Patch& patch) {
   std::printf("\n%5s  %-8s %5s  %-14s %-7s  %s\n", "layer", "kind", "rank", "shape[out,in]", "layout", "tensor");
   for (const auto& e : patch.entries())
     std::printf("%5d  %-8s %5s  %-14s %-7s  %s\n", e.layer, edits::update_kind_name(e.kind),
-                e.kind == edits::UpdateKind::LowRank ? std::to_string(e.rank).c_str() : "-", shape_text(e.shape).c_str(),
+                e.kind == edits::UpdateKind::LowRank ? std::to_string(e.rank).c_str() : "-", shape_string(e.shape).c_str(),
                 edits::weight_layout_name(e.layout), e.tensor.c_str());
   std::printf("\nbase fingerprints (SHA-256 of the stored bytes)\n");
   for (const auto& [name, t] : patch.base().tensors)
-    std::printf("  %s  %s %s  %s\n", t.sha256.c_str(), t.dtype.c_str(), shape_text(t.shape).c_str(), name.c_str());
+    std::printf("  %s  %s %s  %s\n", t.sha256.c_str(), t.dtype.c_str(), shape_string(t.shape).c_str(), name.c_str());
   std::printf("\nhyperparameters  %s\n", compact(patch.provenance().hyperparameters).c_str());
   std::printf("requests         %s\n", compact(patch.provenance().requests).c_str());
   std::printf("notes            %s\n", compact(patch.provenance().notes).c_str());
