@@ -14,7 +14,6 @@
 #include "core/model.h"
 #include "core/timing.h"
 #include "core/tokenizer/tokenizer.h"
-#include "edits/format.h"
 #include "edits/text.h"
 #include "edits/tokens.h"
 

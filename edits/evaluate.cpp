@@ -13,7 +13,7 @@
 #include "core/model.h"
 #include "core/timing.h"
 #include "edits/batch.h"
-#include "edits/format.h"
+#include "edits/text.h"
 #include "edits/weight_update.h"
 #include "edits/tokens.h"
 
