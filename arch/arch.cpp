@@ -57,8 +57,9 @@ const char* rope_kind_name(RopeKind k) {
 
 const LayerSpec& Architecture::layer(int i) const {
   if (i < 0 || i >= num_layers()) {
-    throw InputError("layer " + std::to_string(i) + " is out of range: this " + family_name(spec_.family) + " model has " +
-                     std::to_string(num_layers()) + " layers (0.." + std::to_string(num_layers() - 1) + ")");
+    throw InputError("layer " + std::to_string(i) + " is out of range: this " + family_name(spec_.family) +
+                     " model has " + std::to_string(num_layers()) + " layers (0.." + std::to_string(num_layers() - 1) +
+                     ")");
   }
   return spec_.layers[static_cast<size_t>(i)];
 }
@@ -77,7 +78,8 @@ namespace {
 // there as an InputError and never later.
 int64_t checked_mul(int64_t a, int64_t b) {
   int64_t r = 0;
-  if (__builtin_mul_overflow(a, b, &r)) throw InputError("the sizes in this config imply a tensor larger than 2^63 elements");
+  if (__builtin_mul_overflow(a, b, &r))
+    throw InputError("the sizes in this config imply a tensor larger than 2^63 elements");
   return r;
 }
 int64_t checked_add(int64_t a, int64_t b) {
@@ -201,8 +203,8 @@ std::optional<std::pair<int, std::string>> split_layer_name(const std::string& n
 
 std::string Architecture::known_unused_reason(const std::string& name) const {
   const ModelTensors& t = spec_.tensors;
-  if (spec_.tie_word_embeddings && name != t.embed_tokens &&
-      name.size() >= 14 && name.compare(name.size() - 14, 14, "lm_head.weight") == 0) {
+  if (spec_.tie_word_embeddings && name != t.embed_tokens && name.size() >= 14 &&
+      name.compare(name.size() - 14, 14, "lm_head.weight") == 0) {
     return "the LM head is tied to the embedding table (tie_word_embeddings), so a stored copy is not read";
   }
   const bool gpt2 = spec_.family == Family::GPT2;
@@ -216,9 +218,9 @@ std::string Architecture::known_unused_reason(const std::string& name) const {
   if (!gpt2 && rest == "self_attn.rotary_emb.inv_freq") {
     return "a RoPE frequency buffer saved by older transformers; RoPE is computed from the config";
   }
-  static const std::set<std::string> kSharedLayerKV = {
-      "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight",
-      "self_attn.v_proj.bias",   "self_attn.k_norm.weight", "self_attn.v_norm.weight"};
+  static const std::set<std::string> kSharedLayerKV = {"self_attn.k_proj.weight", "self_attn.k_proj.bias",
+                                                       "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+                                                       "self_attn.k_norm.weight", "self_attn.v_norm.weight"};
   if (l.is_kv_shared() && kSharedLayerKV.count(rest)) {
     return "layer " + std::to_string(index) + " is KV-shared and reads layer " + std::to_string(l.kv_source) +
            "'s keys and values; HF drops its own (_keys_to_ignore_on_load_unexpected)";
@@ -230,7 +232,8 @@ bool Architecture::adopt_checkpoint_prefix(const std::vector<std::string>& check
   const std::set<std::string> present(checkpoint_tensor_names.begin(), checkpoint_tensor_names.end());
   const std::string embed = spec_.tensors.embed_tokens.substr(spec_.weight_prefix.size());
   std::vector<std::string> candidates = {spec_.weight_prefix};
-  candidates.insert(candidates.end(), spec_.alternative_weight_prefixes.begin(), spec_.alternative_weight_prefixes.end());
+  candidates.insert(candidates.end(), spec_.alternative_weight_prefixes.begin(),
+                    spec_.alternative_weight_prefixes.end());
   for (const std::string& prefix : candidates) {
     if (!present.count(prefix + embed)) continue;
     if (prefix != spec_.weight_prefix) {
@@ -261,9 +264,9 @@ struct Registration {
 // ("gemma3_text", "gemma4_text") go to the same family, which reads the text part either way.
 const std::vector<Registration>& registry() {
   static const std::vector<Registration> kRegistry = {
-      {"gemma2", detail::make_gemma2},   {"gemma3", detail::make_gemma3},     {"gemma3_text", detail::make_gemma3},
-      {"gemma4", detail::make_gemma4},   {"gemma4_text", detail::make_gemma4}, {"gpt2", detail::make_gpt2},
-      {"llama", detail::make_llama},     {"mistral", detail::make_mistral},   {"qwen2", detail::make_qwen2},
+      {"gemma2", detail::make_gemma2}, {"gemma3", detail::make_gemma3},      {"gemma3_text", detail::make_gemma3},
+      {"gemma4", detail::make_gemma4}, {"gemma4_text", detail::make_gemma4}, {"gpt2", detail::make_gpt2},
+      {"llama", detail::make_llama},   {"mistral", detail::make_mistral},    {"qwen2", detail::make_qwen2},
       {"qwen3", detail::make_qwen3},
   };
   return kRegistry;
@@ -392,8 +395,8 @@ double read_softcap(const ConfigReader& section, const std::string& key, double 
 int64_t derived_head_dim(const ConfigReader& section, int64_t hidden_size, int64_t num_heads,
                          const std::string& hidden_key, const std::string& heads_key) {
   if (hidden_size % num_heads != 0) {
-    section.fail_key(hidden_key, "(" + std::to_string(hidden_size) + ") is not a multiple of \"" + section.key_path(heads_key) +
-                                     "\" (" + std::to_string(num_heads) + ")");
+    section.fail_key(hidden_key, "(" + std::to_string(hidden_size) + ") is not a multiple of \"" +
+                                     section.key_path(heads_key) + "\" (" + std::to_string(num_heads) + ")");
   }
   return hidden_size / num_heads;
 }
@@ -404,8 +407,8 @@ AttentionShape read_attention_shape(const LayerOverrides& layer_config, const Co
   AttentionShape shape;
   shape.q_heads = layer_config.get_dimension(layer, "num_attention_heads", num_heads);
   // A missing key takes the class default; null (and no default) means one KV head per query head.
-  const int64_t kv_fallback =
-      section.contains("num_key_value_heads") ? shape.q_heads : kv_heads_if_missing.value_or(shape.q_heads);
+  const int64_t kv_fallback = section.contains("num_key_value_heads") ? shape.q_heads
+                                                                      : kv_heads_if_missing.value_or(shape.q_heads);
   shape.kv_heads = layer_config.get_dimension(layer, "num_key_value_heads", kv_fallback);
   shape.head_dim = layer_config.get_dimension(layer, "head_dim", head_dim_fallback);
 
@@ -418,8 +421,8 @@ AttentionShape read_attention_shape(const LayerOverrides& layer_config, const Co
   // Both factors are below 2^31, so the product cannot overflow.
   if (shape.q_heads * shape.head_dim > kMaxDimension) {
     section.fail_at(layer_config.key_path(layer, "head_dim"),
-                    "times num_attention_heads (" + std::to_string(shape.q_heads) + " x " + std::to_string(shape.head_dim) +
-                        ") exceeds " + std::to_string(kMaxDimension));
+                    "times num_attention_heads (" + std::to_string(shape.q_heads) + " x " +
+                        std::to_string(shape.head_dim) + ") exceeds " + std::to_string(kMaxDimension));
   }
   return shape;
 }
@@ -451,8 +454,8 @@ double inverse_sqrt(double x) { return std::pow(x, -0.5); }
 
 void require_window_for_sliding(const ConfigReader& section, const LayerSpec& layer, const std::string& why) {
   if (layer.is_sliding() && layer.sliding_window <= 0) {
-    section.fail_key("sliding_window", "is null, but layer " + std::to_string(layer.index) +
-                                           " is a sliding-window layer (" + why + ")");
+    section.fail_key("sliding_window",
+                     "is null, but layer " + std::to_string(layer.index) + " is a sliding-window layer (" + why + ")");
   }
 }
 

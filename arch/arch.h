@@ -36,11 +36,11 @@ struct RopeSpec {
   // How many of the dim/2 frequencies are non-zero. dim/2 for ordinary RoPE; fewer for Gemma 4's
   // "proportional" partial RoPE, whose remaining frequencies are exactly 0 (those dims pass through).
   int64_t rotated_pairs = 0;
-  double factor = 1.0;  // linear / dynamic / llama3 / proportional divisor
-  double low_freq_factor = 1.0;   // llama3
-  double high_freq_factor = 4.0;  // llama3
+  double factor = 1.0;                           // linear / dynamic / llama3 / proportional divisor
+  double low_freq_factor = 1.0;                  // llama3
+  double high_freq_factor = 4.0;                 // llama3
   int64_t original_max_position_embeddings = 0;  // llama3 / dynamic / yarn
-  double attention_scaling = 1.0;  // multiplies cos and sin (1 except for YaRN)
+  double attention_scaling = 1.0;                // multiplies cos and sin (1 except for YaRN)
   double partial_rotary_factor = 1.0;
   // YaRN's correction range (HF _compute_yarn_parameters: beta_fast, beta_slow, truncate); the
   // interpolation/extrapolation blend is laid over `dim`, with `original_max_position_embeddings`.
@@ -65,16 +65,16 @@ struct LayerSpec {
   int64_t num_q_heads = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
-  int kv_source = 0;            // the layer whose K/V this layer reads (itself unless KV-shared)
-  bool has_k_proj = true;       // false on KV-shared layers
-  bool has_v_proj = true;       // false on KV-shared layers and on K == V layers
-  bool k_eq_v = false;          // V = v_norm(raw k_proj output) (Gemma 4 full layers of 31B / 26B)
+  int kv_source = 0;       // the layer whose K/V this layer reads (itself unless KV-shared)
+  bool has_k_proj = true;  // false on KV-shared layers
+  bool has_v_proj = true;  // false on KV-shared layers and on K == V layers
+  bool k_eq_v = false;     // V = v_norm(raw k_proj output) (Gemma 4 full layers of 31B / 26B)
   bool has_qk_norm = false;
-  bool has_v_norm = false;      // weightless RMS normalisation of V (Gemma 4)
-  double attention_scale = 1.0; // multiplies q.k
+  bool has_v_norm = false;          // weightless RMS normalisation of V (Gemma 4)
+  double attention_scale = 1.0;     // multiplies q.k
   double attn_logit_softcap = 0.0;  // 0: none (Gemma 2: 50)
   RopeSpec rope;
-  int64_t mlp_width = 0;        // the true MLP width: input of the down projection
+  int64_t mlp_width = 0;  // the true MLP width: input of the down projection
   MoESpec moe;
   bool has_per_layer_input = false;
   bool has_layer_scalar = false;
@@ -88,17 +88,17 @@ struct ModelTensors {
   std::string embed_tokens;
   std::string position_embeddings;  // GPT-2 wpe
   NormNames final_norm;
-  std::string lm_head;              // equals embed_tokens when tied
+  std::string lm_head;  // equals embed_tokens when tied
   // Gemma 4 per-layer embeddings (PLE).
-  std::string ple_embed;            // embed_tokens_per_layer [V_ple, L * P]
-  std::string ple_model_projection; // [L * P, H]
-  NormNames ple_projection_norm;    // [P]
+  std::string ple_embed;             // embed_tokens_per_layer [V_ple, L * P]
+  std::string ple_model_projection;  // [L * P, H]
+  NormNames ple_projection_norm;     // [P]
 };
 
 struct ModelSpec {
   Family family = Family::Llama;
-  std::string model_type;         // as in config.json ("gemma4_text", "llama", ...)
-  std::string dtype;              // the checkpoint's declared dtype ("float32", "bfloat16", ...)
+  std::string model_type;  // as in config.json ("gemma4_text", "llama", ...)
+  std::string dtype;       // the checkpoint's declared dtype ("float32", "bfloat16", ...)
   int64_t hidden_size = 0;
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 0;
@@ -110,12 +110,12 @@ struct ModelSpec {
   // the weight; Gemma multiplies in float32 first.
   bool norm_casts_before_weight = false;
   Activation activation = Activation::SiLU;
-  bool gated_mlp = true;          // down(act(gate(x)) * up(x)); GPT-2: down(act(up(x)))
-  bool sandwich_norms = false;    // Gemma 2/3/4: post-attention and post-MLP norms
-  double embed_scale = 1.0;       // Gemma: sqrt(hidden), rounded to the weight dtype before use
+  bool gated_mlp = true;             // down(act(gate(x)) * up(x)); GPT-2: down(act(up(x)))
+  bool sandwich_norms = false;       // Gemma 2/3/4: post-attention and post-MLP norms
+  double embed_scale = 1.0;          // Gemma: sqrt(hidden), rounded to the weight dtype before use
   double final_logit_softcap = 0.0;  // 0: none
   bool tie_word_embeddings = false;
-  bool learned_positions = false;    // GPT-2
+  bool learned_positions = false;  // GPT-2
   // Gemma 4 per-layer embeddings: P = per_layer_input_size (0: none).
   int64_t per_layer_input_size = 0;
   int64_t per_layer_vocab_size = 0;
@@ -131,7 +131,7 @@ struct ModelSpec {
   // Prompts start with BOS whether or not the tokenizer adds it (Gemma 2/3/4: the models need it, and
   // not every tokenizer of theirs adds it).
   bool always_prepend_bos = false;
-  std::string weight_prefix;      // "model.", "model.language_model.", "transformer."
+  std::string weight_prefix;  // "model.", "model.language_model.", "transformer."
   // Other prefixes checkpoints of this model are known to be saved under (GPT-2 saved from GPT2Model:
   // ""; Gemma 3's legacy on-disk layout: "language_model.model."). See adopt_checkpoint_prefix.
   std::vector<std::string> alternative_weight_prefixes;

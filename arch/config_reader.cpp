@@ -68,7 +68,8 @@ int64_t ConfigReader::to_int(const json& value, const std::string& key_path) con
 
 int64_t ConfigReader::check_range(const std::string& key_path, int64_t value, int64_t lo, int64_t hi) const {
   if (value < lo || value > hi) {
-    fail_at(key_path, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + std::to_string(value));
+    fail_at(key_path,
+            "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + std::to_string(value));
   }
   return value;
 }
@@ -145,7 +146,8 @@ std::optional<std::vector<std::string>> ConfigReader::optional_string_list(const
   std::vector<std::string> out;
   out.reserve(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
-    if (!v[i].is_string()) fail_at(key_path(key) + "[" + std::to_string(i) + "]", "must be a string, got " + describe_json(v[i]));
+    if (!v[i].is_string())
+      fail_at(key_path(key) + "[" + std::to_string(i) + "]", "must be a string, got " + describe_json(v[i]));
     out.push_back(v[i].get<std::string>());
   }
   return out;
@@ -208,7 +210,8 @@ LayerOverrides::LayerOverrides(const ConfigReader& section, int num_layers, cons
       section.fail_at(layer_path, "names a layer this model does not have (num_hidden_layers = " +
                                       std::to_string(num_layers) + ")");
     }
-    if (overrides_.count(*layer)) section.fail_at(layer_path, "gives layer " + std::to_string(*layer) + " a second time");
+    if (overrides_.count(*layer))
+      section.fail_at(layer_path, "gives layer " + std::to_string(*layer) + " a second time");
     if (!attributes.is_object()) {
       section.fail_at(layer_path, "must be an object of attribute overrides, got " + describe_json(attributes));
     }
@@ -216,7 +219,8 @@ LayerOverrides::LayerOverrides(const ConfigReader& section, int num_layers, cons
     for (const auto& [attribute, value] : attributes.items()) {
       const std::string path = layer_path + "." + attribute;
       if (std::find(supported.begin(), supported.end(), attribute) == supported.end()) {
-        section.fail_at(path, "cannot be set per layer (graft models these attributes per layer: " + join(supported) + ")");
+        section.fail_at(path,
+                        "cannot be set per layer (graft models these attributes per layer: " + join(supported) + ")");
       }
       entries[attribute] = Entry{value, path};
     }
@@ -235,7 +239,8 @@ const LayerOverrides::Entry* LayerOverrides::find(int layer, const std::string& 
 }
 
 int64_t LayerOverrides::get_int(int layer, const std::string& attribute, int64_t fallback) const {
-  if (const Entry* e = find(layer, attribute)) return e->value.is_null() ? fallback : section_.to_int(e->value, e->key_path);
+  if (const Entry* e = find(layer, attribute))
+    return e->value.is_null() ? fallback : section_.to_int(e->value, e->key_path);
   return section_.get_int(attribute, fallback);
 }
 
@@ -311,7 +316,8 @@ RopeSpec parse_rope_dict(const ConfigReader& dict, std::optional<double> theta_f
   rope.theta = check_positive(dict, "rope_theta", *theta);
 
   double partial = dict.optional_double("partial_rotary_factor").value_or(context.partial_rotary_factor.value_or(1.0));
-  if (!(partial > 0 && partial <= 1)) dict.fail_key("partial_rotary_factor", "must be in (0, 1], got " + std::to_string(partial));
+  if (!(partial > 0 && partial <= 1))
+    dict.fail_key("partial_rotary_factor", "must be in (0, 1], got " + std::to_string(partial));
 
   switch (rope.kind) {
     case RopeKind::Default:
@@ -365,8 +371,7 @@ RopeSpec parse_rope_dict(const ConfigReader& dict, std::optional<double> theta_f
       if (!std::isfinite(rope.attention_scaling)) dict.fail("YaRN parameters give a non-finite attention scaling");
       break;
     }
-    case RopeKind::None:
-      break;
+    case RopeKind::None: break;
   }
   if (partial != 1.0 && rope.kind != RopeKind::Proportional) {
     // HF's linear/dynamic/yarn/llama3 would then build frequencies for only part of the head, which
@@ -384,7 +389,8 @@ RopeSpec rope_for_head_dim(RopeSpec rope, int64_t head_dim, const ConfigReader& 
   if (rope.kind == RopeKind::Proportional) {
     // HF _compute_proportional_rope_parameters: rope_angles = int(partial_rotary_factor * head_dim // 2);
     // the remaining head_dim/2 - rope_angles frequencies are 0 (those dimensions pass through).
-    rope.rotated_pairs = static_cast<int64_t>(std::floor(rope.partial_rotary_factor * static_cast<double>(head_dim) / 2.0));
+    rope.rotated_pairs = static_cast<int64_t>(
+        std::floor(rope.partial_rotary_factor * static_cast<double>(head_dim) / 2.0));
   } else {
     rope.rotated_pairs = head_dim / 2;
   }

@@ -51,7 +51,8 @@ double read_softcap(const ConfigReader& section, const std::string& key, double 
 // hidden_size / num_attention_heads, the head size HF derives when a config gives none; fails unless
 // the division is exact (HF validate_architecture).
 int64_t derived_head_dim(const ConfigReader& section, int64_t hidden_size, int64_t num_heads,
-                         const std::string& hidden_key = "hidden_size", const std::string& heads_key = "num_attention_heads");
+                         const std::string& hidden_key = "hidden_size",
+                         const std::string& heads_key = "num_attention_heads");
 
 // The attention shape of one layer, each value read through per_layer_config.
 struct AttentionShape {
@@ -92,9 +93,9 @@ void require_window_for_sliding(const ConfigReader& section, const LayerSpec& la
 //   .post_attention_layernorm.weight (Llama: the norm before the MLP) or the Gemma sandwich
 //   .post_attention_layernorm / .pre_feedforward_layernorm / .post_feedforward_layernorm.
 struct DecoderNaming {
-  bool qkv_bias = false;       // q/k/v projections carry a bias
-  bool o_bias = false;         // the output projection carries a bias
-  bool mlp_bias = false;       // gate/up/down carry a bias
+  bool qkv_bias = false;  // q/k/v projections carry a bias
+  bool o_bias = false;    // the output projection carries a bias
+  bool mlp_bias = false;  // gate/up/down carry a bias
   bool sandwich_norms = false;
 };
 // embed_tokens, final norm and LM head (tied: the embedding's name; else "lm_head.weight").

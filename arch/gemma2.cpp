@@ -76,8 +76,9 @@ Gemma2Architecture::Gemma2Architecture(const ConfigReader& config) {
   if (!(query_pre_attn_scalar > 0)) config.fail_key("query_pre_attn_scalar", "must be positive");
   const double attn_softcap = read_softcap(config, "attn_logit_softcapping", 50.0);
   const std::vector<AttentionKind> kinds = gemma2_layer_types(config, num_layers);
-  const LayerOverrides layer_config(
-      config, num_layers, {"num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "sliding_window"});
+  const LayerOverrides layer_config(config, num_layers,
+                                    {"num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+                                     "sliding_window"});
 
   for (int i = 0; i < num_layers; ++i) {
     LayerSpec l;
@@ -99,7 +100,8 @@ Gemma2Architecture::Gemma2Architecture(const ConfigReader& config) {
   RopeContext rope_context;
   rope_context.max_position_embeddings = s.max_position_embeddings;
   rope_context.partial_rotary_factor = config.optional_double("partial_rotary_factor");
-  assign_rope(s.layers, read_standard_rope(config, 10000.0, rope_context, attention_kinds_used(s.layers)), config, layer_config);
+  assign_rope(s.layers, read_standard_rope(config, 10000.0, rope_context, attention_kinds_used(s.layers)), config,
+              layer_config);
 
   assign_tensor_names();
 }

@@ -42,7 +42,8 @@ std::vector<AttentionKind> gemma3_layer_types(const ConfigReader& config, int nu
   const int64_t pattern = config.check_range(config.key_path("sliding_window_pattern"),
                                              config.get_int("sliding_window_pattern", 6), 1, kMaxLayers);
   std::vector<AttentionKind> kinds;
-  for (int i = 0; i < num_layers; ++i) kinds.push_back((i + 1) % pattern ? AttentionKind::Sliding : AttentionKind::Full);
+  for (int i = 0; i < num_layers; ++i)
+    kinds.push_back((i + 1) % pattern ? AttentionKind::Sliding : AttentionKind::Full);
   return kinds;
 }
 
@@ -65,7 +66,8 @@ RopeByType gemma3_rope(const ConfigReader& config, const RopeContext& context) {
   RopeByType out;
   out.full = parse_rope_dict(ConfigReader(full, config.source(), config.key_path("rope_parameters.full_attention.")),
                              config.get_double("rope_theta", 1e6), context);
-  out.sliding = parse_rope_dict(ConfigReader(sliding, config.source(), config.key_path("rope_parameters.sliding_attention.")),
+  out.sliding = parse_rope_dict(ConfigReader(sliding, config.source(),
+                                             config.key_path("rope_parameters.sliding_attention.")),
                                 config.get_double("rope_local_base_freq", 1e4), context);
   return out;
 }
@@ -114,8 +116,9 @@ Gemma3Architecture::Gemma3Architecture(const ConfigReader& file) {
   const double query_pre_attn_scalar = config.get_double("query_pre_attn_scalar", 256.0);
   if (!(query_pre_attn_scalar > 0)) config.fail_key("query_pre_attn_scalar", "must be positive");
   const std::vector<AttentionKind> kinds = gemma3_layer_types(config, num_layers);
-  const LayerOverrides layer_config(
-      config, num_layers, {"num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "sliding_window"});
+  const LayerOverrides layer_config(config, num_layers,
+                                    {"num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+                                     "sliding_window"});
 
   for (int i = 0; i < num_layers; ++i) {
     LayerSpec l;

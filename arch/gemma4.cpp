@@ -73,8 +73,8 @@ std::vector<AttentionKind> gemma4_layer_types(const ConfigReader& config, int nu
 void add_global_head_overrides(const ConfigReader& config, const std::vector<AttentionKind>& kinds,
                                LayerOverrides& layer_config) {
   if (layer_config.given()) return;  // 5.17: per_layer_config wins; global_head_dim is ignored
-  std::optional<int64_t> head_dim =
-      config.contains("global_head_dim") ? config.optional_int("global_head_dim") : std::optional<int64_t>(512);
+  std::optional<int64_t> head_dim = config.contains("global_head_dim") ? config.optional_int("global_head_dim")
+                                                                       : std::optional<int64_t>(512);
   if (head_dim == 0) head_dim = std::nullopt;
   std::optional<int64_t> kv_heads;
   if (config.get_bool("attention_k_eq_v", false)) kv_heads = config.optional_int("num_global_key_value_heads");
@@ -82,7 +82,8 @@ void add_global_head_overrides(const ConfigReader& config, const std::vector<Att
     if (kinds[i] != AttentionKind::Full) continue;
     const int layer = static_cast<int>(i);
     if (head_dim) layer_config.set(layer, "head_dim", *head_dim, config.key_path("global_head_dim"));
-    if (kv_heads) layer_config.set(layer, "num_key_value_heads", *kv_heads, config.key_path("num_global_key_value_heads"));
+    if (kv_heads)
+      layer_config.set(layer, "num_key_value_heads", *kv_heads, config.key_path("num_global_key_value_heads"));
   }
 }
 
@@ -104,7 +105,8 @@ std::vector<int> kv_sources(const ConfigReader& config, const std::vector<Attent
     int donor = first_shared - 1;
     while (donor >= 0 && kinds[static_cast<size_t>(donor)] != kinds[static_cast<size_t>(i)]) --donor;
     if (donor < 0) {
-      config.fail_key(key, "makes layer " + std::to_string(i) + " (" + attention_kind_name(kinds[static_cast<size_t>(i)]) +
+      config.fail_key(key, "makes layer " + std::to_string(i) + " (" +
+                               attention_kind_name(kinds[static_cast<size_t>(i)]) +
                                ") KV-shared, but no layer before layer " + std::to_string(first_shared) +
                                " has that type to share its K/V");
     }
@@ -141,7 +143,8 @@ MoESpec read_moe(const ConfigReader& config, int64_t hidden_size) {
     if (!config.has_value(key)) config.fail_key(key, "is missing; enable_moe_block needs it");
   }
   moe.num_experts = config.require_dimension("num_experts");
-  moe.top_k = config.check_range(config.key_path("top_k_experts"), config.require_int("top_k_experts"), 1, moe.num_experts);
+  moe.top_k = config.check_range(config.key_path("top_k_experts"), config.require_int("top_k_experts"), 1,
+                                 moe.num_experts);
   moe.expert_width = config.require_dimension("moe_intermediate_size");
   // Gemma4TextRouter: norm(x) * scale * hidden_size**-0.5.
   moe.router_input_scale = inverse_sqrt(static_cast<double>(hidden_size));
@@ -240,7 +243,8 @@ void Gemma4Architecture::read_layers(const ConfigReader& config) {
   const MoESpec moe = read_moe(config, s.hidden_size);
   const std::vector<AttentionKind> kinds = gemma4_layer_types(config, num_layers);
   LayerOverrides layer_config(config, num_layers,
-                              {"head_dim", "num_key_value_heads", "num_attention_heads", "intermediate_size", "sliding_window"});
+                              {"head_dim", "num_key_value_heads", "num_attention_heads", "intermediate_size",
+                               "sliding_window"});
   add_global_head_overrides(config, kinds, layer_config);
   const std::vector<int> source = kv_sources(config, kinds);
 

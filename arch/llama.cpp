@@ -93,7 +93,8 @@ LlamaArchitecture::LlamaArchitecture(const ConfigReader& config, Family family) 
   rope_context.max_position_embeddings = s.max_position_embeddings;
   rope_context.partial_rotary_factor = config.optional_double("partial_rotary_factor");
   rope_context.original_max_position_embeddings = config.optional_int("original_max_position_embeddings");
-  assign_rope(s.layers, read_standard_rope(config, 10000.0, rope_context, attention_kinds_used(s.layers)), config, layer_config);
+  assign_rope(s.layers, read_standard_rope(config, 10000.0, rope_context, attention_kinds_used(s.layers)), config,
+              layer_config);
 
   assign_tensor_names();
 }

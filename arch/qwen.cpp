@@ -31,8 +31,8 @@ class QwenArchitecture : public Architecture {
 // Qwen2Config.__post_init__: the window exists only when use_sliding_window is set.
 std::optional<int64_t> qwen_window(const ConfigReader& config) {
   if (!config.get_bool("use_sliding_window", false)) return std::nullopt;
-  std::optional<int64_t> w =
-      config.contains("sliding_window") ? config.optional_int("sliding_window") : std::optional<int64_t>(4096);
+  std::optional<int64_t> w = config.contains("sliding_window") ? config.optional_int("sliding_window")
+                                                               : std::optional<int64_t>(4096);
   if (w) config.check_range(config.key_path("sliding_window"), *w, 1, kMaxDimension);
   return w;
 }
@@ -75,7 +75,7 @@ QwenArchitecture::QwenArchitecture(const ConfigReader& config, Family family) {
   const int num_layers = read_num_layers(config);
   const int64_t num_heads = config.require_dimension("num_attention_heads");
   const int64_t intermediate = config.require_dimension("intermediate_size");
-  const int64_t head_dim = qwen3                           ? config.get_dimension("head_dim", 128)
+  const int64_t head_dim = qwen3                          ? config.get_dimension("head_dim", 128)
                            : config.has_value("head_dim") ? config.require_dimension("head_dim")
                                                           : derived_head_dim(config, s.hidden_size, num_heads);
   const std::optional<int64_t> window = qwen_window(config);
@@ -89,7 +89,8 @@ QwenArchitecture::QwenArchitecture(const ConfigReader& config, Family family) {
     l.kv_source = i;
     l.attention = kinds[static_cast<size_t>(i)];
     l.sliding_window = l.is_sliding() ? window.value_or(0) : 0;
-    require_window_for_sliding(config, l, "set use_sliding_window and sliding_window, or mark the layer full_attention");
+    require_window_for_sliding(config, l,
+                               "set use_sliding_window and sliding_window, or mark the layer full_attention");
     const AttentionShape a = read_attention_shape(layer_config, config, i, num_heads, head_dim, 32);
     l.num_q_heads = a.q_heads;
     l.num_kv_heads = a.kv_heads;
@@ -104,7 +105,8 @@ QwenArchitecture::QwenArchitecture(const ConfigReader& config, Family family) {
   rope_context.max_position_embeddings = s.max_position_embeddings;
   rope_context.partial_rotary_factor = config.optional_double("partial_rotary_factor");
   rope_context.original_max_position_embeddings = config.optional_int("original_max_position_embeddings");
-  assign_rope(s.layers, read_standard_rope(config, 10000.0, rope_context, attention_kinds_used(s.layers)), config, layer_config);
+  assign_rope(s.layers, read_standard_rope(config, 10000.0, rope_context, attention_kinds_used(s.layers)), config,
+              layer_config);
 
   assign_tensor_names();
 }

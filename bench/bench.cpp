@@ -33,11 +33,11 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 // ------------------------------------------------------------------ targets
-constexpr double kPrefillOfPeak = 0.60;     // prefill FLOP/s over GEMM FLOP/s, 1B-like, 512 tokens
-constexpr double kDecodeOfBandwidth = 0.60; // bytes read per second over the read reference
-constexpr double kStatsOverhead = 0.10;     // statistics collection over plain prefill, minus 1
-constexpr double kHooksOverhead = 0.02;     // empty Hooks object over null hooks, minus 1
-constexpr double kMemoryOverWeights = 1.20; // inference peak resident over weight bytes
+constexpr double kPrefillOfPeak = 0.60;      // prefill FLOP/s over GEMM FLOP/s, 1B-like, 512 tokens
+constexpr double kDecodeOfBandwidth = 0.60;  // bytes read per second over the read reference
+constexpr double kStatsOverhead = 0.10;      // statistics collection over plain prefill, minus 1
+constexpr double kHooksOverhead = 0.02;      // empty Hooks object over null hooks, minus 1
+constexpr double kMemoryOverWeights = 1.20;  // inference peak resident over weight bytes
 
 namespace {
 
@@ -206,7 +206,8 @@ double decode_bytes(const Model& m, int64_t context) {
 void reset_device_peak(at::Device device) { at::accelerator::resetPeakStats(index_of(device)); }
 double device_peak_bytes(at::Device device) {
   const auto stats = at::accelerator::getDeviceStats(index_of(device));
-  return static_cast<double>(stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
+  return static_cast<double>(
+      stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
 }
 #endif
 
@@ -338,7 +339,8 @@ json measure_prefill(const std::string& name, const Model& m, const Options& opt
   std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 128}, {1, 512}, {8, 128}};
   if (!opt.quick) shapes.push_back({8, 512});
   if (m.spec().max_position_embeddings > 0)
-    shapes.erase(std::remove_if(shapes.begin(), shapes.end(), [&](auto s) { return s.second > m.spec().max_position_embeddings; }),
+    shapes.erase(std::remove_if(shapes.begin(), shapes.end(),
+                                [&](auto s) { return s.second > m.spec().max_position_embeddings; }),
                  shapes.end());
   json prefill = json::array();
   for (auto [b, s] : shapes) {
@@ -346,8 +348,13 @@ json measure_prefill(const std::string& name, const Model& m, const Options& opt
     const auto [t_gemm, t] = time_pair(
         m.device(), r, [&] { gemm(); }, [&] { m.forward(ids); });
     const double flops = prefill_flops(m, b, s), peak = gemm.flops() / t_gemm;
-    prefill.push_back({{"batch", b}, {"tokens", s}, {"seconds", t}, {"tokens_per_s", b * s / t},
-                       {"flops", flops}, {"gemm_flops_per_s", peak}, {"of_gemm_peak", flops / t / peak}});
+    prefill.push_back({{"batch", b},
+                       {"tokens", s},
+                       {"seconds", t},
+                       {"tokens_per_s", b * s / t},
+                       {"flops", flops},
+                       {"gemm_flops_per_s", peak},
+                       {"of_gemm_peak", flops / t / peak}});
     log(name + ": prefill " + std::to_string(b) + "x" + std::to_string(s) + " " + std::to_string(b * s / t) + " tok/s");
   }
   return prefill;
@@ -555,12 +562,13 @@ std::string format_tables(const json& results) {
        "bytes written; for comparison only). Each ratio below divides by a reference timed alternately with it\n";
   o << "model          layers  weights MiB  GEMM GFLOP/s  read GB/s  copy GB/s  load ms  threads  device\n";
   for (const auto& r : results)
-    o << r["model"].get<std::string>() << std::string(15 - std::min<size_t>(14, r["model"].get<std::string>().size()), ' ')
+    o << r["model"].get<std::string>()
+      << std::string(15 - std::min<size_t>(14, r["model"].get<std::string>().size()), ' ')
       << fmt("%6.0f", r["layers"].get<double>()) << fmt("  %11.0f", r["weight_bytes"].get<double>() / 1048576.0)
-      << fmt("  %12.1f", r["gemm_flops_per_s"].get<double>() / 1e9) << fmt("  %9.2f", r["read_bytes_per_s"].get<double>() / 1e9)
-      << fmt("  %9.2f", r["copy_bytes_per_s"].get<double>() / 1e9)
-      << fmt("  %7.1f", 1e3 * r["load_s"].get<double>()) << fmt("  %7.0f", r["threads"].get<double>()) << "  "
-      << r.value("device", std::string("cpu")) << "\n";
+      << fmt("  %12.1f", r["gemm_flops_per_s"].get<double>() / 1e9)
+      << fmt("  %9.2f", r["read_bytes_per_s"].get<double>() / 1e9)
+      << fmt("  %9.2f", r["copy_bytes_per_s"].get<double>() / 1e9) << fmt("  %7.1f", 1e3 * r["load_s"].get<double>())
+      << fmt("  %7.0f", r["threads"].get<double>()) << "  " << r.value("device", std::string("cpu")) << "\n";
 
   auto name = [](const json& r) {
     std::string n = r["model"].get<std::string>();
@@ -580,7 +588,8 @@ std::string format_tables(const json& results) {
       o << name(r) << fmt("%5.0f", p["batch"].get<double>()) << " x " << fmt("%-6.0f", p["tokens"].get<double>())
         << fmt("  %9.1f", p["tokens_per_s"].get<double>()) << fmt("  %12.1f", p["gemm_flops_per_s"].get<double>() / 1e9)
         << fmt("  %11.1f%%", 100 * p["of_gemm_peak"].get<double>())
-        << (target_row ? "  >= 60%: " + verdict(p["of_gemm_peak"].get<double>() >= kPrefillOfPeak) : std::string()) << "\n";
+        << (target_row ? "  >= 60%: " + verdict(p["of_gemm_peak"].get<double>() >= kPrefillOfPeak) : std::string())
+        << "\n";
     }
   if (measured("decode")) {
     o << "\nDecode with the KV cache (batch 1, 128-token prompt; bytes read per token: every matrix + cached K/V)\n";
@@ -589,7 +598,8 @@ std::string format_tables(const json& results) {
   for (const auto& r : results) {
     if (!r.contains("decode")) continue;
     const auto& d = r["decode"];
-    o << name(r) << fmt("%8.1f", d["tokens_per_s"].get<double>()) << fmt("  %9.1f", d["bytes_per_token"].get<double>() / 1048576.0)
+    o << name(r) << fmt("%8.1f", d["tokens_per_s"].get<double>())
+      << fmt("  %9.1f", d["bytes_per_token"].get<double>() / 1048576.0)
       << fmt("  %11.2f", d["tokens_per_s"].get<double>() * d["bytes_per_token"].get<double>() / 1e9)
       << fmt("  %9.2f", d["read_bytes_per_s"].get<double>() / 1e9)
       << fmt("  %16.1f%%", 100 * d["of_read_bandwidth"].get<double>()) << "  "
@@ -604,9 +614,10 @@ std::string format_tables(const json& results) {
     if (!r.contains("statistics")) continue;
     const auto& s = r["statistics"];
     o << name(r) << fmt("%5.0f", s["layer"].get<double>()) << fmt("  %5.0f", s["width"].get<double>())
-      << fmt("  %11.1f", s["plain_tokens_per_s"].get<double>()) << fmt("  %11.1f", s["stats_tokens_per_s"].get<double>())
-      << fmt("  %7.1f%%", 100 * s["overhead"].get<double>()) << fmt("  %12.1f%%", 100 * s["kkt_share"].get<double>())
-      << "  " << verdict(s["overhead"].get<double>() <= kStatsOverhead) << "\n";
+      << fmt("  %11.1f", s["plain_tokens_per_s"].get<double>())
+      << fmt("  %11.1f", s["stats_tokens_per_s"].get<double>()) << fmt("  %7.1f%%", 100 * s["overhead"].get<double>())
+      << fmt("  %12.1f%%", 100 * s["kkt_share"].get<double>()) << "  "
+      << verdict(s["overhead"].get<double>() <= kStatsOverhead) << "\n";
   }
   if (measured("hooks")) {
     o << "\nHook machinery (prefill 1 x 128): empty Hooks object vs null pointer, alternated\n";
@@ -616,7 +627,8 @@ std::string format_tables(const json& results) {
     if (!r.contains("hooks")) continue;
     const auto& h = r["hooks"];
     o << name(r) << fmt("%7.1f", 1e3 * h["null_s"].get<double>()) << fmt("  %9.1f", 1e3 * h["empty_s"].get<double>())
-      << fmt("  %7.1f%%", 100 * h["overhead"].get<double>()) << "  " << verdict(h["overhead"].get<double>() <= kHooksOverhead) << "\n";
+      << fmt("  %7.1f%%", 100 * h["overhead"].get<double>()) << "  "
+      << verdict(h["overhead"].get<double>() <= kHooksOverhead) << "\n";
   }
   o << "\nPeak resident memory over weight bytes (fresh process per model; weights memory-mapped; peaks are above the\n"
        "process's resident set before loading, which is LibTorch itself and is shown, not counted)\n";
@@ -628,11 +640,13 @@ std::string format_tables(const json& results) {
       << fmt("  %11.0f", r["weight_bytes"].get<double>() / 1048576.0)
       << fmt("  %13.0f", mem["load_peak_bytes"].get<double>() / 1048576.0)
       << fmt("  %18.0f", mem["inference_peak_bytes"].get<double>() / 1048576.0) << fmt("  %5.2f", ratio) << "  "
-      << (r.value("device", std::string("cpu")) == "cpu" ? verdict(ratio <= kMemoryOverWeights) : "host") << (mem["peak_reset"].get<bool>() ? "" : " (peak not reset)")
+      << (r.value("device", std::string("cpu")) == "cpu" ? verdict(ratio <= kMemoryOverWeights) : "host")
+      << (mem["peak_reset"].get<bool>() ? "" : " (peak not reset)")
       << fmt("  %19.0f", mem.value("after_inference_anon_bytes", 0.0) / 1048576.0)
       << fmt("  %8.0f", mem.value("after_inference_file_bytes", 0.0) / 1048576.0) << "\n";
   }
-  if (std::any_of(results.begin(), results.end(), [](const json& r) { return r["memory"].contains("device_peak_bytes"); })) {
+  if (std::any_of(results.begin(), results.end(),
+                  [](const json& r) { return r["memory"].contains("device_peak_bytes"); })) {
     o << "\nDevice memory: the accelerator allocator's peak (load + prefill 1 x 128 + 16 decode steps) over weight bytes\n";
     o << "model         weights MiB  device peak MiB  ratio  target <= 1.2\n";
   }
@@ -653,10 +667,12 @@ std::string format_tables(const json& results) {
     for (const char* e : {"rome", "memit"}) {
       if (!r.contains(e)) continue;
       const auto& x = r[e];
-      o << (std::string(e) == "rome" ? "ROME, 1 request" : "MEMIT, " + std::to_string(x["requests"].get<int>()) + " requests")
+      o << (std::string(e) == "rome" ? "ROME, 1 request"
+                                     : "MEMIT, " + std::to_string(x["requests"].get<int>()) + " requests")
         << fmt(": %.2f s", x["seconds"].get<double>()) << fmt(" (templates %.2f", x["templates_s"].get<double>())
         << fmt(", keys %.2f", x["keys_s"].get<double>()) << fmt(", v* optimisation %.2f", x["values_s"].get<double>())
-        << fmt(", solve %.2f)", x["solve_s"].get<double>()) << fmt(" + statistics %.2f s\n", x["statistics_s"].get<double>());
+        << fmt(", solve %.2f)", x["solve_s"].get<double>())
+        << fmt(" + statistics %.2f s\n", x["statistics_s"].get<double>());
     }
   }
   return o.str();

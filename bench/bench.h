@@ -13,9 +13,9 @@
 namespace graft::bench {
 
 struct Options {
-  bool quick = false;  // fewer layers, no batch-8 x 512 prefill, shorter decode
-  int repeats = 3;     // timed runs per figure (after one warm-up); the median is reported
-  int threads = 0;     // intra-op threads (0: LibTorch's default, one per core)
+  bool quick = false;     // fewer layers, no batch-8 x 512 prefill, shorter decode
+  int repeats = 3;        // timed runs per figure (after one warm-up); the median is reported
+  int threads = 0;        // intra-op threads (0: LibTorch's default, one per core)
   std::string facts_dir;  // the bundled facts model (ROME / MEMIT / KeyStatistics rows)
   // cpu, cuda, cuda:N or mps: where the model and the reference figures run. Every timed call ends
   // with a device synchronisation; memory peaks are then the device allocator's.

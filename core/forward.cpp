@@ -74,11 +74,11 @@ at::Tensor soft_cap(const at::Tensor& x, double cap) { return at::tanh(x / cap) 
 
 struct Step {
   int64_t batch = 0, seq = 0, past = 0;
-  at::Tensor positions;   // [B, S]
-  at::Tensor key_mask;    // [B, past + S] bool
-  std::map<int64_t, at::Tensor> masks;       // sliding window (0 = full) -> allowed [B, 1, S, T] bool
-  std::map<std::string, RotaryTable> rotary;  // keyed by the RoPE parameters
-  at::Tensor per_layer_inputs;                // Gemma 4 PLE, [B, S, L, P]
+  at::Tensor positions;                                     // [B, S]
+  at::Tensor key_mask;                                      // [B, past + S] bool
+  std::map<int64_t, at::Tensor> masks;                      // sliding window (0 = full) -> allowed [B, 1, S, T] bool
+  std::map<std::string, RotaryTable> rotary;                // keyed by the RoPE parameters
+  at::Tensor per_layer_inputs;                              // Gemma 4 PLE, [B, S, L, P]
   std::vector<std::pair<at::Tensor, at::Tensor>> layer_kv;  // K/V each layer produced (for sharing)
 };
 
@@ -162,7 +162,9 @@ class Forward {
   at::Tensor logits(at::Tensor x);
   const RotaryTable& rotary_for(const LayerSpec& layer);
   const at::Tensor& allowed_for(const LayerSpec& layer);
-  at::Tensor hook(HookPoint point, int layer, at::Tensor x) { return apply_hook(options_.hooks, point, layer, std::move(x)); }
+  at::Tensor hook(HookPoint point, int layer, at::Tensor x) {
+    return apply_hook(options_.hooks, point, layer, std::move(x));
+  }
 
   const Model& model_;
   const ModelSpec& spec_;
@@ -183,7 +185,8 @@ void Forward::prepare_step(const at::Tensor& ids) {
     mask = mask.to(device).to(at::kBool);
     if (mask.dim() != 2 || mask.size(0) != step_.batch || (mask.size(1) != total && mask.size(1) != step_.seq))
       throw InputError("attention_mask: expected shape [" + std::to_string(step_.batch) + ", " + std::to_string(total) +
-                       "] (past + new tokens) or [" + std::to_string(step_.batch) + ", " + std::to_string(step_.seq) + "]");
+                       "] (past + new tokens) or [" + std::to_string(step_.batch) + ", " + std::to_string(step_.seq) +
+                       "]");
     if (mask.size(1) == step_.seq && step_.past > 0) mask = at::cat({cache->key_mask(), mask}, 1);
   } else {
     at::Tensor fresh = at::ones({step_.batch, step_.seq}, at::TensorOptions().dtype(at::kBool).device(device));
@@ -193,8 +196,7 @@ void Forward::prepare_step(const at::Tensor& ids) {
 
   if (options_.position_ids.defined()) {
     step_.positions = options_.position_ids.to(device).to(at::kLong);
-    if (step_.positions.sizes() != ids.sizes())
-      throw InputError("position_ids: expected the shape of input_ids");
+    if (step_.positions.sizes() != ids.sizes()) throw InputError("position_ids: expected the shape of input_ids");
   } else {
     // Positions count real tokens only, so a left-padded row gets the positions it has alone.
     at::Tensor counted = mask.to(at::kLong).cumsum(1) - 1;
@@ -208,7 +210,9 @@ at::Tensor Forward::embed(const at::Tensor& ids) {
   at::Tensor x = at::embedding(table, ids);
   if (spec_.embed_scale != 1.0) {
     // HF rounds the scale to the weight dtype before multiplying (39.25 for sqrt(1536) in bf16).
-    x = x * at::scalar_tensor(spec_.embed_scale, at::TensorOptions().dtype(at::kFloat)).to(table.scalar_type()).to(x.device());
+    x = x * at::scalar_tensor(spec_.embed_scale, at::TensorOptions().dtype(at::kFloat))
+                .to(table.scalar_type())
+                .to(x.device());
   }
   if (spec_.learned_positions) x = x + at::embedding(model_.position_embeddings(), step_.positions);
   return x;
@@ -236,7 +240,8 @@ const RotaryTable& Forward::rotary_for(const LayerSpec& layer) {
   const std::string key = rope_key(layer.rope);
   auto it = step_.rotary.find(key);
   if (it == step_.rotary.end()) {
-    const RotaryTable table = rotary_table(layer.rope, step_.positions, model_.dtype(), model_.rope_frequencies(layer.index));
+    const RotaryTable table = rotary_table(layer.rope, step_.positions, model_.dtype(),
+                                           model_.rope_frequencies(layer.index));
     it = step_.rotary.emplace(key, table).first;
   }
   return it->second;

@@ -69,7 +69,8 @@ GRAFT_KERNEL void in_out_kernel(const float* __restrict w, int64_t ld, const flo
       const float x0 = xi[0], x1 = xi[1], x2 = xi[2], x3 = xi[3];
       float* yi = y + i * out;
       for (int64_t c = c0; c < cv; c += 16)
-        store(yi + c, load(yi + c) + (((load(w0 + c) * x0 + load(w1 + c) * x1) + load(w2 + c) * x2) + load(w3 + c) * x3));
+        store(yi + c,
+              load(yi + c) + (((load(w0 + c) * x0 + load(w1 + c) * x1) + load(w2 + c) * x2) + load(w3 + c) * x3));
       for (int64_t c = cv; c < c1; ++c) yi[c] += ((w0[c] * x0 + w1[c] * x1) + w2[c] * x2) + w3[c] * x3;
     }
   }
@@ -87,15 +88,18 @@ GRAFT_KERNEL void in_out_kernel(const float* __restrict w, int64_t ld, const flo
 
 at::Tensor small_batch_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool in_out) {
   if (!x.defined() || !weight.defined() || x.dim() < 1 || weight.dim() != 2) return {};
-  if (!x.device().is_cpu() || !weight.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
+  if (!x.device().is_cpu() || !weight.device().is_cpu() || x.scalar_type() != at::kFloat ||
+      weight.scalar_type() != at::kFloat)
     return {};
-  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())))
+  if (at::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())))
     return {};
   const int64_t n = x.size(-1);
   const int64_t out = in_out ? weight.size(1) : weight.size(0);
   if ((in_out ? weight.size(0) : weight.size(1)) != n || n == 0 || out == 0) return {};
   if (weight.stride(1) != 1 || weight.stride(0) < weight.size(1)) return {};
-  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != out || !bias.device().is_cpu() || bias.scalar_type() != at::kFloat))
+  if (bias.defined() &&
+      (bias.dim() != 1 || bias.size(0) != out || !bias.device().is_cpu() || bias.scalar_type() != at::kFloat))
     return {};
   const int64_t m = x.numel() / n;
   if (m < 1 || m > kSmallBatchRows) return {};
@@ -121,7 +125,8 @@ at::Tensor small_batch_linear(const at::Tensor& x, const at::Tensor& weight, con
     const int64_t tiles = (out + tile - 1) / tile;
     const int64_t grain = std::max<int64_t>(1, (1 << 16) / (tile * n));
     at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) in_out_kernel(wp, ld, xp, m, n, yp, out, t * tile, std::min(out, (t + 1) * tile));
+      for (int64_t t = t0; t < t1; ++t)
+        in_out_kernel(wp, ld, xp, m, n, yp, out, t * tile, std::min(out, (t + 1) * tile));
     });
   }
   if (bias.defined()) y.add_(bias);

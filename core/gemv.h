@@ -18,6 +18,7 @@ constexpr int64_t kSmallBatchRows = 8;
 // kernels do not apply, and the caller falls back to LibTorch: not on the CPU, not float32, more
 // than kSmallBatchRows rows, a weight whose rows are not contiguous, or anything needing gradients.
 // Each output element is one fixed-order sum (the same for any thread count).
-at::Tensor small_batch_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool in_out = false);
+at::Tensor small_batch_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                              bool in_out = false);
 
 }  // namespace graft

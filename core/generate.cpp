@@ -49,8 +49,7 @@ Generation generate(const Model& model, const at::Tensor& input_ids, const Gener
   const auto device = model.device();
   const int64_t batch = input_ids.size(0);
   at::Tensor ids = input_ids.to(device).to(at::kLong);
-  at::Tensor mask = attention_mask.defined() ? attention_mask.to(device).to(at::kLong)
-                                             : at::ones_like(ids);
+  at::Tensor mask = attention_mask.defined() ? attention_mask.to(device).to(at::kLong) : at::ones_like(ids);
 
   std::vector<int64_t> stops = options.stop_tokens ? *options.stop_tokens : model.spec().eos_token_ids;
   at::Tensor stop_ids = at::tensor(stops, at::TensorOptions().dtype(at::kLong)).to(device);

@@ -25,9 +25,9 @@ struct GenerateOptions {
 };
 
 struct Generation {
-  at::Tensor ids;              // [B, S + generated]; rows that stopped early are padded with their stop token
-  at::Tensor attention_mask;   // [B, S + generated]: 0 for left padding and for positions after a stop
-  int64_t generated = 0;       // steps taken
+  at::Tensor ids;             // [B, S + generated]; rows that stopped early are padded with their stop token
+  at::Tensor attention_mask;  // [B, S + generated]: 0 for left padding and for positions after a stop
+  int64_t generated = 0;      // steps taken
 };
 
 // input_ids [B, S]; attention_mask [B, S] (0 = left padding), optional.

@@ -18,22 +18,14 @@ struct PointName {
 
 // One table: the names users type, in forward order.
 constexpr PointName kPointNames[] = {
-    {HookPoint::Embed, "hook_embed", false},
-    {HookPoint::ResidPre, "hook_resid_pre", true},
-    {HookPoint::AttnQ, "attn.hook_q", true},
-    {HookPoint::AttnK, "attn.hook_k", true},
-    {HookPoint::AttnV, "attn.hook_v", true},
-    {HookPoint::AttnPattern, "attn.hook_pattern", true},
-    {HookPoint::AttnZ, "attn.hook_z", true},
-    {HookPoint::AttnOut, "hook_attn_out", true},
-    {HookPoint::ResidMid, "hook_resid_mid", true},
-    {HookPoint::MlpPre, "mlp.hook_pre", true},
-    {HookPoint::MlpPost, "mlp.hook_post", true},
-    {HookPoint::MlpDown, "mlp.hook_out", true},
-    {HookPoint::MlpOut, "hook_mlp_out", true},
-    {HookPoint::PleOut, "hook_ple_out", true},
-    {HookPoint::ResidPost, "hook_resid_post", true},
-    {HookPoint::LnFinal, "ln_final.hook_normalized", false},
+    {HookPoint::Embed, "hook_embed", false},         {HookPoint::ResidPre, "hook_resid_pre", true},
+    {HookPoint::AttnQ, "attn.hook_q", true},         {HookPoint::AttnK, "attn.hook_k", true},
+    {HookPoint::AttnV, "attn.hook_v", true},         {HookPoint::AttnPattern, "attn.hook_pattern", true},
+    {HookPoint::AttnZ, "attn.hook_z", true},         {HookPoint::AttnOut, "hook_attn_out", true},
+    {HookPoint::ResidMid, "hook_resid_mid", true},   {HookPoint::MlpPre, "mlp.hook_pre", true},
+    {HookPoint::MlpPost, "mlp.hook_post", true},     {HookPoint::MlpDown, "mlp.hook_out", true},
+    {HookPoint::MlpOut, "hook_mlp_out", true},       {HookPoint::PleOut, "hook_ple_out", true},
+    {HookPoint::ResidPost, "hook_resid_post", true}, {HookPoint::LnFinal, "ln_final.hook_normalized", false},
     {HookPoint::Logits, "hook_logits", false},
 };
 
@@ -78,7 +70,8 @@ HookName parse_hook_name(const std::string& name, const arch::Architecture& arch
   const std::string prefix = "blocks.";
   if (name.rfind(prefix, 0) == 0) {
     const size_t dot = name.find('.', prefix.size());
-    const std::string digits = name.substr(prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+    const std::string digits = name.substr(prefix.size(),
+                                           dot == std::string::npos ? std::string::npos : dot - prefix.size());
     const bool numeric = !digits.empty() && digits.size() < 7 &&
                          std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (numeric && dot != std::string::npos) {
@@ -98,11 +91,13 @@ HookName parse_hook_name(const std::string& name, const arch::Architecture& arch
     }
   }
   std::string known;
-  for (const auto& p : kPointNames) known += std::string(known.empty() ? "" : ", ") + (p.per_layer ? "blocks.{i}." : "") + p.suffix;
+  for (const auto& p : kPointNames)
+    known += std::string(known.empty() ? "" : ", ") + (p.per_layer ? "blocks.{i}." : "") + p.suffix;
   throw InputError("unknown hook name \"" + name + "\"; hook names are: " + known);
 }
 
-Hooks::Hooks(int num_layers) : num_layers_(num_layers), slots_(static_cast<size_t>(kNumHookPoints) * (num_layers + 1)) {}
+Hooks::Hooks(int num_layers)
+    : num_layers_(num_layers), slots_(static_cast<size_t>(kNumHookPoints) * (num_layers + 1)) {}
 
 void Hooks::add(const HookName& name, HookFn fn) {
   const bool per_layer = point_name(name.point).per_layer;
@@ -124,8 +119,7 @@ at::Tensor Hooks::run(HookPoint point, int layer, at::Tensor tensor) const {
   for (const auto& fn : slots_[slot(point, layer)]) {
     std::optional<at::Tensor> replacement = fn(tensor, name);
     if (!replacement) continue;
-    if (!replacement->defined())
-      throw InputError("hook \"" + name.str() + "\" returned an undefined tensor");
+    if (!replacement->defined()) throw InputError("hook \"" + name.str() + "\" returned an undefined tensor");
     if (replacement->sizes() != tensor.sizes())
       throw InputError("hook \"" + name.str() + "\" returned shape " + shape_string(replacement->sizes()) +
                        ", expected " + shape_string(tensor.sizes()));

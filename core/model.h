@@ -62,7 +62,7 @@ class Model {
   const arch::ModelSpec& spec() const { return arch_->spec(); }
   const std::string& dir() const { return dir_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }  // null when the directory has none
-  const Tokenizer& require_tokenizer() const;                        // InputError naming the directory
+  const Tokenizer& require_tokenizer() const;                      // InputError naming the directory
   at::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
 

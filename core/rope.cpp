@@ -16,7 +16,8 @@ at::Tensor default_frequencies(double theta, int64_t dim, int64_t pairs) {
   // HF: 1 / (theta ** (arange(0, 2 * pairs, 2).float() / dim)); the remaining dim/2 - pairs
   // frequencies (Gemma 4 proportional RoPE) are exactly 0, so those dims pass through unrotated.
   auto f32 = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor exponents = at::arange(0, 2 * pairs, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor exponents = at::arange(0, 2 * pairs, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) /
+                         static_cast<double>(dim);
   at::Tensor inv = 1.0 / at::pow(at::scalar_tensor(theta, f32), exponents);
   if (pairs < dim / 2) inv = at::cat({inv, at::zeros({dim / 2 - pairs}, f32)});
   return inv;
@@ -52,7 +53,8 @@ at::Tensor yarn_frequencies(const arch::RopeSpec& rope) {
   if (low == high) high += 0.001;  // HF: prevents a division by zero
   at::Tensor extrapolation = default_frequencies(rope.theta, rope.dim, rope.dim / 2);
   at::Tensor interpolation = extrapolation / rope.factor;
-  at::Tensor ramp = ((at::arange(rope.dim / 2, at::TensorOptions().dtype(at::kFloat)) - low) / (high - low)).clamp(0, 1);
+  at::Tensor ramp =
+      ((at::arange(rope.dim / 2, at::TensorOptions().dtype(at::kFloat)) - low) / (high - low)).clamp(0, 1);
   at::Tensor keep = 1 - ramp;  // weight of the original (extrapolated) frequency
   return interpolation * (1 - keep) + extrapolation * keep;
 }
@@ -61,14 +63,11 @@ at::Tensor yarn_frequencies(const arch::RopeSpec& rope) {
 
 at::Tensor rope_inverse_frequencies(const arch::RopeSpec& rope, int64_t sequence_length) {
   switch (rope.kind) {
-    case arch::RopeKind::Default:
-      return default_frequencies(rope.theta, rope.dim, rope.rotated_pairs);
-    case arch::RopeKind::Linear:
-      return default_frequencies(rope.theta, rope.dim, rope.rotated_pairs) / rope.factor;
+    case arch::RopeKind::Default: return default_frequencies(rope.theta, rope.dim, rope.rotated_pairs);
+    case arch::RopeKind::Linear: return default_frequencies(rope.theta, rope.dim, rope.rotated_pairs) / rope.factor;
     case arch::RopeKind::Proportional:
       return default_frequencies(rope.theta, rope.dim, rope.rotated_pairs) / rope.factor;
-    case arch::RopeKind::Llama3:
-      return llama3_frequencies(rope);
+    case arch::RopeKind::Llama3: return llama3_frequencies(rope);
     case arch::RopeKind::Dynamic: {
       // Dynamic NTK: past the original context the base grows with the sequence (HF dynamic_rope_update).
       const double original = static_cast<double>(rope.original_max_position_embeddings);
@@ -79,10 +78,8 @@ at::Tensor rope_inverse_frequencies(const arch::RopeSpec& rope, int64_t sequence
       }
       return default_frequencies(theta, rope.dim, rope.rotated_pairs);
     }
-    case arch::RopeKind::Yarn:
-      return yarn_frequencies(rope);
-    case arch::RopeKind::None:
-      break;
+    case arch::RopeKind::Yarn: return yarn_frequencies(rope);
+    case arch::RopeKind::None: break;
   }
   throw Error("rope_inverse_frequencies called for a layer without RoPE");
 }

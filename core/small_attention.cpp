@@ -17,7 +17,8 @@ namespace {
 using namespace simd;  // v16, load, store, dot
 
 // out += p * row over D values (inlined into the kernel's per-instruction-set copies).
-__attribute__((always_inline)) inline void add_scaled(float* __restrict out, const float* __restrict row, float p, int64_t n) {
+__attribute__((always_inline)) inline void add_scaled(float* __restrict out, const float* __restrict row, float p,
+                                                      int64_t n) {
   const int64_t nv = n / 16 * 16;
   for (int64_t j = 0; j < nv; j += 16) store(out + j, load(out + j) + load(row + j) * p);
   for (int64_t j = nv; j < n; ++j) out[j] += row[j] * p;
@@ -60,16 +61,18 @@ bool rows_contiguous(const at::Tensor& t) { return t.dim() == 4 && t.stride(3) =
 
 }  // namespace
 
-at::Tensor small_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
-                                 double scale, double soft_cap) {
+at::Tensor small_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& allowed, double scale, double soft_cap) {
   for (const at::Tensor* t : {&q, &k, &v})
     if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != at::kFloat || !rows_contiguous(*t)) return {};
-  if (!allowed.defined() || !allowed.device().is_cpu() || allowed.scalar_type() != at::kBool || allowed.dim() != 4) return {};
+  if (!allowed.defined() || !allowed.device().is_cpu() || allowed.scalar_type() != at::kBool || allowed.dim() != 4)
+    return {};
   if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) return {};
   const int64_t B = q.size(0), Hq = q.size(1), S = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), T = k.size(2);
   if (S < 1 || S > kSmallBatchRows || Hkv < 1 || Hq % Hkv != 0) return {};
-  if (k.size(0) != B || v.size(0) != B || v.size(1) != Hkv || v.size(2) != T || k.size(3) != D || v.size(3) != D) return {};
+  if (k.size(0) != B || v.size(0) != B || v.size(1) != Hkv || v.size(2) != T || k.size(3) != D || v.size(3) != D)
+    return {};
   if (allowed.size(0) != B || allowed.size(1) != 1 || allowed.size(2) != S || allowed.size(3) != T) return {};
 
   at::Tensor out = at::empty({B, S, Hq, D}, q.options());  // the layout the output projection reads

@@ -16,7 +16,7 @@ namespace graft {
 // reads), or an undefined tensor when the kernel does not apply and the caller uses LibTorch: not on
 // the CPU, not float32, more than kSmallBatchRows query rows, other layouts, or anything needing
 // gradients. Scores and sums are float32, one fixed order whatever the thread count.
-at::Tensor small_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
-                                 double scale, double soft_cap);
+at::Tensor small_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& allowed, double scale, double soft_cap);
 
 }  // namespace graft

@@ -56,7 +56,8 @@ at::Tensor tensor_from_view(const io::TensorView& view) {
   }
   // The deleter owns a reference to the mapping: the tensor outlives the Checkpoint safely.
   auto keep_alive = view.file;
-  return at::from_blob(view.data, view.shape, [keep_alive](void*) {}, options);
+  return at::from_blob(
+      view.data, view.shape, [keep_alive](void*) {}, options);
 }
 
 at::Device parse_device(const std::string& device) {
@@ -73,8 +74,8 @@ at::Device parse_device(const std::string& device) {
   if (parsed.is_cuda() && parsed.has_index()) {
     const int gpus = at::accelerator::deviceCount();
     if (parsed.index() >= gpus)
-      throw InputError("--device " + device + ": only " + std::to_string(gpus) + " GPU(s) are visible (cuda:0 to cuda:" +
-                       std::to_string(gpus - 1) + ")");
+      throw InputError("--device " + device + ": only " + std::to_string(gpus) +
+                       " GPU(s) are visible (cuda:0 to cuda:" + std::to_string(gpus - 1) + ")");
   }
   if (parsed.is_mps() && !at::hasMPS())
     throw InputError("--device " + device + ": MPS is not available in this LibTorch build");

@@ -19,8 +19,8 @@ struct SlotRows {
   std::vector<std::pair<int64_t, int64_t>> row_position;
 };
 
-SlotRows slot_rows(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
-                   const std::vector<FactTokens>& tokens) {
+SlotRows slot_rows(const Model& model, const std::vector<EditRequest>& requests,
+                   const std::vector<std::string>& contexts, const std::vector<FactTokens>& tokens) {
   SlotRows out;
   const int64_t c = static_cast<int64_t>(contexts.size());
   for (size_t r = 0; r < requests.size(); ++r) {
@@ -33,7 +33,8 @@ SlotRows slot_rows(const Model& model, const std::vector<EditRequest>& requests,
     }
     const int64_t first_row = static_cast<int64_t>(out.rows.size()) - c;
     for (size_t k = 0; k < fact.size(); ++k)
-      for (int64_t j = 0; j < c; ++j) out.row_position.emplace_back(first_row + j, positions[static_cast<size_t>(j)][k]);
+      for (int64_t j = 0; j < c; ++j)
+        out.row_position.emplace_back(first_row + j, positions[static_cast<size_t>(j)][k]);
   }
   return out;
 }
@@ -41,7 +42,8 @@ SlotRows slot_rows(const Model& model, const std::vector<EditRequest>& requests,
 }  // namespace
 
 std::vector<at::Tensor> subject_activations(const Model& model, const std::vector<EditRequest>& requests,
-                                            const std::vector<std::string>& contexts, const std::vector<HookName>& points,
+                                            const std::vector<std::string>& contexts,
+                                            const std::vector<HookName>& points,
                                             const std::vector<FactTokens>& tokens) {
   const SlotRows slots = slot_rows(model, requests, contexts, tokens);
   const PaddedBatch batch = pad_right(model, slots.rows);

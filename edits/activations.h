@@ -21,7 +21,8 @@ namespace graft::edits {
 // in one forward pass that stops after the deepest point: one tensor per point, [slots, contexts,
 // width] float32 on the model's device. Empty `tokens`: the subject's last token.
 std::vector<at::Tensor> subject_activations(const Model& model, const std::vector<EditRequest>& requests,
-                                            const std::vector<std::string>& contexts, const std::vector<HookName>& points,
+                                            const std::vector<std::string>& contexts,
+                                            const std::vector<HookName>& points,
                                             const std::vector<FactTokens>& tokens = {});
 
 }  // namespace graft::edits

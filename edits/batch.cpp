@@ -10,7 +10,8 @@ PaddedBatch pad_right(const Model& model, const std::vector<std::vector<int64_t>
   int64_t longest = 0;
   for (const auto& row : rows) longest = std::max<int64_t>(longest, static_cast<int64_t>(row.size()));
   const int64_t n = static_cast<int64_t>(rows.size());
-  PaddedBatch batch{at::full({n, longest}, model.spec().pad_token_id.value_or(0), at::kLong), at::zeros({n, longest}, at::kLong)};
+  PaddedBatch batch{at::full({n, longest}, model.spec().pad_token_id.value_or(0), at::kLong),
+                    at::zeros({n, longest}, at::kLong)};
   for (int64_t i = 0; i < n; ++i) {
     const auto& row = rows[static_cast<size_t>(i)];
     const int64_t length = static_cast<int64_t>(row.size());

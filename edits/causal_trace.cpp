@@ -13,11 +13,12 @@ namespace {
 
 // Rows 1.. get `noise` added to the subject's embeddings; row 0 stays clean.
 void corrupt_subject(Hooks& hooks, const at::Tensor& noise, int64_t first) {
-  hooks.add(HookName{HookPoint::Embed, -1}, [noise, first](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-    at::Tensor out = x.clone();
-    out.narrow(0, 1, noise.size(0)).narrow(1, first, noise.size(1)).add_(noise.to(out.options()));
-    return out;
-  });
+  hooks.add(HookName{HookPoint::Embed, -1},
+            [noise, first](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+              at::Tensor out = x.clone();
+              out.narrow(0, 1, noise.size(0)).narrow(1, first, noise.size(1)).add_(noise.to(out.options()));
+              return out;
+            });
 }
 
 // At `point`, the corrupted rows take the clean row's value at `position`.

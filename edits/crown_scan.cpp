@@ -20,15 +20,14 @@
 namespace graft::edits {
 namespace {
 
-void check_inputs(const std::string& prompt_template, const std::string& subject, const std::optional<std::string>& expect,
-                  const CrownScanOptions& options) {
+void check_inputs(const std::string& prompt_template, const std::string& subject,
+                  const std::optional<std::string>& expect, const CrownScanOptions& options) {
   const size_t slot = prompt_template.find("{}");
   if (slot == std::string::npos) {
     std::string hint;
     if (!subject.empty() && prompt_template.find(subject) != std::string::npos)
       hint = " (write \"{}\" in place of \"" + subject + "\")";
-    else if (!subject.empty())
-      hint = " (the subject \"" + subject + "\" is not in it either)";
+    else if (!subject.empty()) hint = " (the subject \"" + subject + "\" is not in it either)";
     throw InputError("prompt \"" + prompt_template + "\": needs \"{}\" where the subject goes" + hint);
   }
   if (prompt_template.find("{}", slot + 2) != std::string::npos)
@@ -44,7 +43,8 @@ void check_inputs(const std::string& prompt_template, const std::string& subject
 // The text `ids[count]` adds after the first `count` tokens: decoding one token alone would lose the
 // leading space a Metaspace tokenizer strips at the start of a text.
 std::string token_text(const Tokenizer& tokenizer, std::vector<int64_t> ids, size_t count) {
-  const std::string before = tokenizer.decode(std::vector<int64_t>(ids.begin(), ids.begin() + static_cast<long>(count)), false);
+  const std::string before = tokenizer.decode(std::vector<int64_t>(ids.begin(), ids.begin() + static_cast<long>(count)),
+                                              false);
   ids.resize(count + 1);
   const std::string after = tokenizer.decode(ids, false);
   return after.rfind(before, 0) == 0 ? after.substr(before.size()) : tokenizer.decode({ids.back()}, false);
@@ -67,7 +67,8 @@ int argmax_layer(const std::vector<CrownLayer>& layers, double CrownLayer::*fiel
   for (size_t i = 0; i < layers.size(); ++i) {
     if (!layers[i].reaches_answer) continue;
     const double value = layers[i].*field;
-    if (best < 0 || (largest ? value > layers[static_cast<size_t>(best)].*field : value < layers[static_cast<size_t>(best)].*field))
+    if (best < 0 ||
+        (largest ? value > layers[static_cast<size_t>(best)].*field : value < layers[static_cast<size_t>(best)].*field))
       best = static_cast<int>(i);
   }
   return std::max(best, 0);
@@ -140,11 +141,12 @@ void ablate_layers(const Model& model, const SubjectSpan& span, int64_t token, C
   const int layers = model.arch().num_layers();
   Hooks hooks(layers);
   for (int i = 0; i < layers; ++i)
-    hooks.add(HookName{HookPoint::MlpOut, i}, [i, last = span.last](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-      at::Tensor out = x.clone();
-      out.select(0, i).select(0, last).zero_();
-      return out;
-    });
+    hooks.add(HookName{HookPoint::MlpOut, i},
+              [i, last = span.last](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+                at::Tensor out = x.clone();
+                out.select(0, i).select(0, last).zero_();
+                return out;
+              });
   const at::Tensor ablated = last_token_log_probs(model, as_batch(span.ids, layers), &hooks, token, &result.forwards);
   for (int i = 0; i < layers; ++i) {
     CrownLayer row;
@@ -167,7 +169,9 @@ void trace_layers(const Model& model, const SubjectSpan& span, int64_t token, co
   const CausalTrace tracer(model, span.ids, span.first, span.last, options.tracing);
   result.embedding_std = tracer.sigma();
   result.noise_std = tracer.noise_std();
-  auto traced = [&](const std::vector<HookName>& restored) { return tracer.restored_probability(token, restored, span.last); };
+  auto traced = [&](const std::vector<HookName>& restored) {
+    return tracer.restored_probability(token, restored, span.last);
+  };
 
   result.corrupted_prob = traced({});
   result.window = window_for(options, layers);
@@ -203,7 +207,8 @@ CrownScanResult crown_scan(const Model& model, const std::string& prompt_templat
   const SubjectSpan span = locate_subject(model, prompt_template, subject);
   result.subject_first = span.first;
   result.subject_last = span.last;
-  for (size_t i = 0; i < span.ids.size(); ++i) result.tokens.push_back(token_text(model.require_tokenizer(), span.ids, i));
+  for (size_t i = 0; i < span.ids.size(); ++i)
+    result.tokens.push_back(token_text(model.require_tokenizer(), span.ids, i));
 
   const Expected expected = clean_run(model, span, expect, result);
   ablate_layers(model, span, expected.token, result);
@@ -273,7 +278,9 @@ nlohmann::json to_json(const CrownScanResult& r) {
     out["noise_std"] = r.noise_std;
     out["trace_layer"] = r.trace_layer;
     out["mlp_trace_layer"] = r.mlp_trace_layer;
-    out["options"] = {{"samples", r.options.tracing.samples}, {"noise", r.options.tracing.noise}, {"seed", r.options.tracing.seed},
+    out["options"] = {{"samples", r.options.tracing.samples},
+                      {"noise", r.options.tracing.noise},
+                      {"seed", r.options.tracing.seed},
                       {"window", r.window}};
   }
   return out;
@@ -283,19 +290,23 @@ std::string format_crown_scan(const CrownScanResult& r) {
   std::string out;
   out += "prompt        " + quoted_for_report(r.prompt) + "\n";
   std::string subject_tokens;
-  for (int64_t i = r.subject_first; i <= r.subject_last; ++i) subject_tokens += quoted_for_report(r.tokens[static_cast<size_t>(i)]) + " ";
+  for (int64_t i = r.subject_first; i <= r.subject_last; ++i)
+    subject_tokens += quoted_for_report(r.tokens[static_cast<size_t>(i)]) + " ";
   out += strprintf("subject       tokens %lld..%lld of %zu: %s\n", static_cast<long long>(r.subject_first),
-                       static_cast<long long>(r.subject_last), r.tokens.size(), subject_tokens.c_str());
-  out += "expect        " + quoted_for_report(r.expect_token_text) + strprintf(" (token %lld)", static_cast<long long>(r.expect_token));
+                   static_cast<long long>(r.subject_last), r.tokens.size(), subject_tokens.c_str());
+  out += "expect        " + quoted_for_report(r.expect_token_text) +
+         strprintf(" (token %lld)", static_cast<long long>(r.expect_token));
   if (r.expect_is_model_answer) out += ", the model's own answer";
   if (r.expect_token_count > 1)
-    out += strprintf(", the first of the %lld tokens of %s", static_cast<long long>(r.expect_token_count), quoted_for_report(r.expect).c_str());
+    out += strprintf(", the first of the %lld tokens of %s", static_cast<long long>(r.expect_token_count),
+                     quoted_for_report(r.expect).c_str());
   out += "\n";
   out += strprintf("model answer  %s p=%.4f\n", quoted_for_report(r.top_token_text).c_str(), r.top_prob);
   out += strprintf("p(expect)     clean %.4f", r.baseline_prob);
   if (r.options.trace)
     out += strprintf(", subject corrupted %.4f (noise %g x sigma %.4g, %lld samples, seed %llu; MLP window %lld)",
-                     r.corrupted_prob, r.options.tracing.noise, r.embedding_std, static_cast<long long>(r.options.tracing.samples),
+                     r.corrupted_prob, r.options.tracing.noise, r.embedding_std,
+                     static_cast<long long>(r.options.tracing.samples),
                      static_cast<unsigned long long>(r.options.tracing.seed), static_cast<long long>(r.window));
   out += "\n\n";
 
@@ -307,20 +318,20 @@ std::string format_crown_scan(const CrownScanResult& r) {
                      l.ablation_delta, l.ablation_log_delta);
     if (r.options.trace)
       out += strprintf(" | %9.4f %+9.4f | %9.4f %+9.4f %3d..%-3d", l.traced_prob, l.indirect_effect, l.mlp_traced_prob,
-                           l.mlp_indirect_effect, l.window_first, l.window_last);
+                       l.mlp_indirect_effect, l.window_first, l.window_last);
     if (l.layer == r.picked_layer) out += "  <- pick";
     if (!l.reaches_answer) out += "  (no later layer reads this position)";
     out += "\n";
   }
   out += "\n";
   const CrownLayer& ablated = r.layers[static_cast<size_t>(r.ablation_layer)];
-  out += strprintf("ablation peak       layer %d (delta_p %+.4f, delta_logp %+.3g)\n", r.ablation_layer, ablated.ablation_delta,
-                   ablated.ablation_log_delta);
+  out += strprintf("ablation peak       layer %d (delta_p %+.4f, delta_logp %+.3g)\n", r.ablation_layer,
+                   ablated.ablation_delta, ablated.ablation_log_delta);
   if (r.options.trace) {
     out += strprintf("hidden-state trace  layer %d (effect %+.4f)\n", r.trace_layer,
-                         r.layers[static_cast<size_t>(r.trace_layer)].indirect_effect);
+                     r.layers[static_cast<size_t>(r.trace_layer)].indirect_effect);
     out += strprintf("MLP-window trace    layer %d (effect %+.4f)\n", r.mlp_trace_layer,
-                         r.layers[static_cast<size_t>(r.mlp_trace_layer)].mlp_indirect_effect);
+                     r.layers[static_cast<size_t>(r.mlp_trace_layer)].mlp_indirect_effect);
   }
   out += strprintf("picked layer        %d: %s\n", r.picked_layer, r.picked_by.c_str());
   out += strprintf("(%lld forward passes, %.2f s)\n", static_cast<long long>(r.forwards), r.seconds);

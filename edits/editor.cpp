@@ -15,10 +15,11 @@ void check_editor_options(const EditorOptions& o) {
   require(v.kl_factor >= 0, "--kl-factor / kl_factor", "must be >= 0");
   require(v.clamp_norm_factor > 0, "--clamp / clamp_norm_factor", "must be positive");
   require(v.leakage_weight >= 0, "--leakage-weight / leakage_weight", "expected a number >= 0");
-  require(v.bare_prompt_weight == -1 || (v.bare_prompt_weight >= 0 && v.bare_prompt_weight <= 1), "--bare-weight / bare_weight",
-          "expected a number in [0, 1] (or -1: every context counts the same)");
+  require(v.bare_prompt_weight == -1 || (v.bare_prompt_weight >= 0 && v.bare_prompt_weight <= 1),
+          "--bare-weight / bare_weight", "expected a number in [0, 1] (or -1: every context counts the same)");
   require(o.traced_tokens >= 1, "--traced-tokens / traced_tokens", "must be at least 1");
-  for (const auto& t : o.templates) require(t.tokens >= 1 && t.count >= 0, "templates", "need tokens >= 1 and count >= 0");
+  for (const auto& t : o.templates)
+    require(t.tokens >= 1 && t.count >= 0, "templates", "need tokens >= 1 and count >= 0");
 }
 
 void add_shared_hyperparameters(const EditorOptions& options, nlohmann::json& hyperparameters) {
@@ -30,7 +31,8 @@ void add_shared_hyperparameters(const EditorOptions& options, nlohmann::json& hy
   hyperparameters["seed"] = options.seed;
 }
 
-Patch make_patch(const Model& model, EditOutcome outcome, const std::string& method, const std::vector<EditRequest>& requests) {
+Patch make_patch(const Model& model, EditOutcome outcome, const std::string& method,
+                 const std::vector<EditRequest>& requests) {
   PatchProvenance provenance;
   provenance.method = method;
   provenance.hyperparameters = outcome.hyperparameters;

@@ -23,13 +23,13 @@ namespace graft::edits {
 // this one and sets the defaults in its constructor: that constructor is the one place a default
 // is written; the CLI, the Python module and the Python wrappers read it from there.
 struct EditorOptions {
-  ValueOptions value;                       // the value optimisation (value_optimizer.h)
-  std::vector<TemplateSpec> templates;      // context templates besides the bare "{}"
+  ValueOptions value;                   // the value optimisation (value_optimizer.h)
+  std::vector<TemplateSpec> templates;  // context templates besides the bare "{}"
   // Where keys are read and values written: the subject's last token (published), the subject token
   // causal tracing finds carries the fact, or every subject token.
   FactTokenChoice fact_token = FactTokenChoice::Last;
-  int64_t traced_tokens = 1;                // with Traced: how many of the best-restoring subject tokens
-  uint64_t seed = 1;                        // seeds the context templates and the tracing noise
+  int64_t traced_tokens = 1;  // with Traced: how many of the best-restoring subject tokens
+  uint64_t seed = 1;          // seeds the context templates and the tracing noise
 };
 
 // InputError naming the option (CLI flag and field) for a value out of range.
@@ -48,6 +48,7 @@ struct EditOutcome {
 
 // The patch an edit outcome becomes: its updates, the method, hyperparameters, requests and
 // diagnostics (with the time split) as provenance.
-Patch make_patch(const Model& model, EditOutcome outcome, const std::string& method, const std::vector<EditRequest>& requests);
+Patch make_patch(const Model& model, EditOutcome outcome, const std::string& method,
+                 const std::vector<EditRequest>& requests);
 
 }  // namespace graft::edits

@@ -23,7 +23,9 @@ namespace {
 // One teacher-forced sequence: the prompt's tokens, then the target's.
 struct Sequence {
   std::vector<int64_t> prompt, target;
-  int64_t input_length() const { return static_cast<int64_t>(prompt.size() + target.size()) - 1; }  // the last target token is never input
+  int64_t input_length() const {
+    return static_cast<int64_t>(prompt.size() + target.size()) - 1;
+  }  // the last target token is never input
 };
 
 struct SequenceScore {
@@ -86,8 +88,8 @@ void score_batch(const Model& model, const std::vector<Sequence>& sequences, con
 }
 
 // Shortest first, so that a batch pads little.
-std::vector<SequenceScore> score_sequences(const Model& model, const std::vector<Sequence>& sequences, int64_t batch_size,
-                                           int64_t* forwards) {
+std::vector<SequenceScore> score_sequences(const Model& model, const std::vector<Sequence>& sequences,
+                                           int64_t batch_size, int64_t* forwards) {
   std::vector<size_t> order(sequences.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
@@ -178,7 +180,8 @@ MetricSummary summarize(const std::vector<std::vector<const PromptScore*>>& per_
     out.magnitude += magnitude / static_cast<double>(compared);
     ++out.requests;
   }
-  if (out.requests > 0) out.success /= static_cast<double>(out.requests), out.magnitude /= static_cast<double>(out.requests);
+  if (out.requests > 0)
+    out.success /= static_cast<double>(out.requests), out.magnitude /= static_cast<double>(out.requests);
   if (top1_requests > 0) out.top1 /= static_cast<double>(top1_requests);
   return out;
 }
@@ -213,7 +216,8 @@ void summarize_all(EvaluationResult& result) {
 
 }  // namespace
 
-EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& requests, const EvaluateOptions& options) {
+EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& requests,
+                          const EvaluateOptions& options) {
   if (options.batch_size < 0) throw InputError("batch_size: must be 0 (automatic) or positive");
   const auto started = std::chrono::steady_clock::now();
   at::NoGradGuard no_grad;
@@ -222,16 +226,20 @@ EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& re
   std::vector<RequestPlan> plans;
   for (size_t i = 0; i < requests.size(); ++i) {
     const EditRequest& r = requests[i];
-    if (!r.target_true) throw InputError(describe(r, i) + ": target_true is needed to evaluate (the answer the edit replaces)");
+    if (!r.target_true)
+      throw InputError(describe(r, i) + ": target_true is needed to evaluate (the answer the edit replaces)");
     RequestPlan plan;
     plan.rewrite = planner.add(r.filled_prompt(), r.target_new, *r.target_true);
-    for (const std::string& p : r.paraphrase_prompts) plan.paraphrases.push_back(planner.add(p, r.target_new, *r.target_true));
-    for (const NeighborhoodPrompt& n : r.neighborhood_prompts) plan.neighbors.push_back(planner.add(n.prompt, n.target, r.target_new));
+    for (const std::string& p : r.paraphrase_prompts)
+      plan.paraphrases.push_back(planner.add(p, r.target_new, *r.target_true));
+    for (const NeighborhoodPrompt& n : r.neighborhood_prompts)
+      plan.neighbors.push_back(planner.add(n.prompt, n.target, r.target_new));
     plans.push_back(std::move(plan));
   }
 
   EvaluationResult result;
-  const std::vector<SequenceScore> scores = score_sequences(model, planner.sequences(), options.batch_size, &result.forwards);
+  const std::vector<SequenceScore> scores = score_sequences(model, planner.sequences(), options.batch_size,
+                                                            &result.forwards);
   result.sequences = static_cast<int64_t>(scores.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     const EditRequest& r = requests[i];
@@ -277,12 +285,16 @@ EvaluationResult evaluate_each(Model& model, const std::vector<EditRequest>& req
 namespace {
 
 nlohmann::json metric_json(const MetricSummary& m) {
-  return {{"success", m.success}, {"magnitude", m.magnitude}, {"top1", m.top1}, {"requests", m.requests}, {"prompts", m.prompts}};
+  return {{"success", m.success},
+          {"magnitude", m.magnitude},
+          {"top1", m.top1},
+          {"requests", m.requests},
+          {"prompts", m.prompts}};
 }
 
 nlohmann::json prompt_json(const PromptScore& p) {
-  return {{"prompt", p.prompt}, {"p_wanted", p.p_wanted}, {"p_rival", p.p_rival}, {"top1", p.top1},
-          {"compared", p.compared}, {"success", p.success()}};
+  return {{"prompt", p.prompt}, {"p_wanted", p.p_wanted}, {"p_rival", p.p_rival},
+          {"top1", p.top1},     {"compared", p.compared}, {"success", p.success()}};
 }
 
 nlohmann::json prompts_json(const std::vector<PromptScore>& prompts) {
@@ -297,17 +309,18 @@ struct Line {
   double value;
 };
 std::vector<Line> report_lines(const EvaluationResult& r) {
-  return {{"efficacy        ES", r.efficacy.success},      {"efficacy        EM", r.efficacy.magnitude},
-          {"efficacy        top-1", r.efficacy.top1},      {"paraphrase      PS", r.paraphrase.success},
-          {"paraphrase      PM", r.paraphrase.magnitude},  {"paraphrase      top-1", r.paraphrase.top1},
-          {"neighborhood    NS", r.neighborhood.success},  {"neighborhood    NM", r.neighborhood.magnitude},
-          {"neighborhood    top-1", r.neighborhood.top1},  {"score           S", r.score}};
+  return {{"efficacy        ES", r.efficacy.success},     {"efficacy        EM", r.efficacy.magnitude},
+          {"efficacy        top-1", r.efficacy.top1},     {"paraphrase      PS", r.paraphrase.success},
+          {"paraphrase      PM", r.paraphrase.magnitude}, {"paraphrase      top-1", r.paraphrase.top1},
+          {"neighborhood    NS", r.neighborhood.success}, {"neighborhood    NM", r.neighborhood.magnitude},
+          {"neighborhood    top-1", r.neighborhood.top1}, {"score           S", r.score}};
 }
 
 std::string footer(const EvaluationResult& r) {
-  return strprintf("%zu requests (%lld paraphrase, %lld neighbourhood prompts), %lld sequences in %lld forwards, %.2f s\n",
-                   r.requests.size(), static_cast<long long>(r.paraphrase.prompts), static_cast<long long>(r.neighborhood.prompts),
-                   static_cast<long long>(r.sequences), static_cast<long long>(r.forwards), r.seconds);
+  return strprintf(
+      "%zu requests (%lld paraphrase, %lld neighbourhood prompts), %lld sequences in %lld forwards, %.2f s\n",
+      r.requests.size(), static_cast<long long>(r.paraphrase.prompts), static_cast<long long>(r.neighborhood.prompts),
+      static_cast<long long>(r.sequences), static_cast<long long>(r.forwards), r.seconds);
 }
 
 }  // namespace
@@ -352,7 +365,8 @@ std::string format_comparison(const EvaluationResult& before, const EvaluationRe
   std::string out = strprintf("%-22s %8s %8s %9s\n", "metric (%)", "before", "after", "change");
   const std::vector<Line> a = report_lines(before), b = report_lines(after);
   for (size_t i = 0; i < a.size(); ++i)
-    out += strprintf("%-22s %8.2f %8.2f %+9.2f\n", a[i].label, 100 * a[i].value, 100 * b[i].value, 100 * (b[i].value - a[i].value));
+    out += strprintf("%-22s %8.2f %8.2f %+9.2f\n", a[i].label, 100 * a[i].value, 100 * b[i].value,
+                     100 * (b[i].value - a[i].value));
   return out + "before: " + footer(before) + "after:  " + footer(after);
 }
 

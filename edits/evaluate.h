@@ -43,7 +43,7 @@ nlohmann::json to_json(const EvaluateOptions& options);
 // own and paraphrase prompts, the neighbour's own target on neighbourhood prompts) and its rival.
 struct PromptScore {
   std::string prompt;
-  double p_wanted = 0;   // mean per-token probability of the wanted answer
+  double p_wanted = 0;  // mean per-token probability of the wanted answer
   double p_rival = 0;
   bool top1 = false;     // the wanted answer's first token is the model's top-1 next token
   bool compared = true;  // false when both answers are the same text (no contest; left out of the rates)
@@ -54,9 +54,9 @@ struct PromptScore {
 struct RequestEvaluation {
   std::optional<int64_t> case_id;
   std::string subject, target_new, target_true;
-  PromptScore rewrite;                     // wanted target_new, rival target_true
-  std::vector<PromptScore> paraphrases;    // wanted target_new, rival target_true
-  std::vector<PromptScore> neighbors;      // wanted the neighbour's target, rival target_new
+  PromptScore rewrite;                   // wanted target_new, rival target_true
+  std::vector<PromptScore> paraphrases;  // wanted target_new, rival target_true
+  std::vector<PromptScore> neighbors;    // wanted the neighbour's target, rival target_new
 };
 
 // A metric's means over requests (requests without such prompts are left out; `requests` counts
@@ -72,15 +72,16 @@ struct MetricSummary {
 struct EvaluationResult {
   std::vector<RequestEvaluation> requests;
   MetricSummary efficacy, paraphrase, neighborhood;
-  double score = 0;      // harmonic mean of efficacy, paraphrase and neighborhood success (S)
-  int64_t sequences = 0; // teacher-forced sequences scored
+  double score = 0;       // harmonic mean of efficacy, paraphrase and neighborhood success (S)
+  int64_t sequences = 0;  // teacher-forced sequences scored
   int64_t forwards = 0;
   double seconds = 0;
 };
 
 // Scores the model as it is. Every request needs target_true; InputError naming the request
 // otherwise.
-EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& requests, const EvaluateOptions& options = {});
+EvaluationResult evaluate(const Model& model, const std::vector<EditRequest>& requests,
+                          const EvaluateOptions& options = {});
 
 // ROME's published protocol, "one edit at a time": each request is edited alone on the unedited
 // model (`edit` returns the weight updates), scored, and the weights are restored exactly before the

@@ -44,7 +44,8 @@ FactTokens traced_fact_token(const Model& model, const EditRequest& request, int
   TraceOptions options;
   options.seed = seed;
   const CausalTrace tracer(model, span.ids, span.first, span.last, options);
-  const int64_t answer = last_position_log_probs(model, at::tensor(span.ids, at::kLong).unsqueeze(0)).argmax(-1).item<int64_t>();
+  const int64_t answer =
+      last_position_log_probs(model, at::tensor(span.ids, at::kLong).unsqueeze(0)).argmax(-1).item<int64_t>();
   const int64_t span_length = span.last - span.first + 1;
   std::vector<std::pair<double, int64_t>> restored;  // (probability, offset from the end)
   for (int64_t offset = std::max<int64_t>(0, span_length - within_last); offset < span_length; ++offset) {
@@ -56,13 +57,15 @@ FactTokens traced_fact_token(const Model& model, const EditRequest& request, int
   });
   FactTokens out;
   out.from_end.clear();
-  for (size_t k = 0; k < restored.size() && static_cast<int64_t>(k) < count; ++k) out.from_end.push_back(restored[k].second);
+  for (size_t k = 0; k < restored.size() && static_cast<int64_t>(k) < count; ++k)
+    out.from_end.push_back(restored[k].second);
   if (out.from_end.empty()) out.from_end.push_back(0);
   return out;
 }
 
 FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, FactTokenChoice choice,
-                              const std::vector<std::string>& contexts, int layer, uint64_t seed, int64_t traced_tokens) {
+                              const std::vector<std::string>& contexts, int layer, uint64_t seed,
+                              int64_t traced_tokens) {
   if (choice == FactTokenChoice::Last) return FactTokens{};
   // As many tokens, from the end, as the subject has in every context and in the KL prompt: a
   // subject after a prefix can tokenise into fewer tokens than at the start of a text (a leading
@@ -81,7 +84,9 @@ FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, Fa
   return out;
 }
 
-FactTokens fact_tokens_of(const std::vector<FactTokens>& tokens, size_t r) { return tokens.empty() ? FactTokens{} : tokens.at(r); }
+FactTokens fact_tokens_of(const std::vector<FactTokens>& tokens, size_t r) {
+  return tokens.empty() ? FactTokens{} : tokens.at(r);
+}
 
 std::vector<int64_t> slot_requests(size_t requests, const std::vector<FactTokens>& tokens) {
   std::vector<int64_t> out;
@@ -90,7 +95,8 @@ std::vector<int64_t> slot_requests(size_t requests, const std::vector<FactTokens
   return out;
 }
 
-std::vector<int64_t> shared_value_slots(const std::vector<EditRequest>& requests, const std::vector<FactTokens>& tokens) {
+std::vector<int64_t> shared_value_slots(const std::vector<EditRequest>& requests,
+                                        const std::vector<FactTokens>& tokens) {
   std::map<std::pair<std::string, int64_t>, int64_t> value_of;  // (subject, offset from its end) -> value
   std::vector<int64_t> out;
   for (size_t r = 0; r < requests.size(); ++r)

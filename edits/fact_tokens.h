@@ -38,13 +38,14 @@ const char* fact_token_name(FactTokenChoice choice);
 // The `count` subject tokens whose clean hidden state after `layer` best restores the model's own
 // answer when the subject is corrupted (causal_trace.h, seeded with `seed`), on the bare prompt,
 // among the last `within_last` tokens. Most restoring first; ties go to the later token.
-FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed, int64_t count = 1,
-                             int64_t within_last = std::numeric_limits<int64_t>::max());
+FactTokens traced_fact_token(const Model& model, const EditRequest& request, int layer, uint64_t seed,
+                             int64_t count = 1, int64_t within_last = std::numeric_limits<int64_t>::max());
 
 // The fact tokens of `choice` for one request, among the subject tokens every context (and the KL
 // prompt) shares, counted from the end: Subject takes them all, Traced the `traced_tokens` best.
 FactTokens choose_fact_tokens(const Model& model, const EditRequest& request, FactTokenChoice choice,
-                              const std::vector<std::string>& contexts, int layer, uint64_t seed, int64_t traced_tokens = 1);
+                              const std::vector<std::string>& contexts, int layer, uint64_t seed,
+                              int64_t traced_tokens = 1);
 
 // The fact tokens of request `r` (empty `tokens`: the last token for every request).
 FactTokens fact_tokens_of(const std::vector<FactTokens>& tokens, size_t r);
@@ -56,7 +57,8 @@ std::vector<int64_t> slot_requests(size_t requests, const std::vector<FactTokens
 // The vector each slot is given: requests about the same subject share one per fact token (the
 // same subject string and offset from its end), so an edit can teach a subject several new facts
 // at once. Values are numbered in order of first appearance.
-std::vector<int64_t> shared_value_slots(const std::vector<EditRequest>& requests, const std::vector<FactTokens>& tokens);
+std::vector<int64_t> shared_value_slots(const std::vector<EditRequest>& requests,
+                                        const std::vector<FactTokens>& tokens);
 
 // The prompt the KL term holds still: what the model says the subject is.
 constexpr const char* kEssencePrompt = "{} is a";

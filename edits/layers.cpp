@@ -14,7 +14,8 @@ std::vector<int> checked_layers(const Model& model, std::vector<int> layers) {
   layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
   for (int layer : layers)
     if (layer < 0 || layer >= count)
-      throw InputError("--layers: layer " + std::to_string(layer) + " out of range (the model has " + std::to_string(count) + ")");
+      throw InputError("--layers: layer " + std::to_string(layer) + " out of range (the model has " +
+                       std::to_string(count) + ")");
   return layers;
 }
 

@@ -57,8 +57,9 @@ double mean_probability(const OptimizedValues& values) {
   return mean;
 }
 
-OptimizedValues optimize_at(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
-                            const MemitOptions& options, const std::vector<FactTokens>& tokens, const HookName& point) {
+OptimizedValues optimize_at(const Model& model, const std::vector<EditRequest>& requests,
+                            const std::vector<std::string>& contexts, const MemitOptions& options,
+                            const std::vector<FactTokens>& tokens, const HookName& point) {
   ValueOptions value_options = options.value;
   value_options.point = point;
   return optimize_values(model, requests, contexts, value_options, tokens);
@@ -103,7 +104,8 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
   // The decay and clamp measure each vector against the last layer's MLP output at its slot.
   value_options.point = HookName{HookPoint::MlpDown, layers.back()};
   auto clock = Clock::now();
-  const std::vector<at::Tensor> layer_keys = memit_keys(model, requests, contexts, layers, tokens);  // all from the unedited model
+  const std::vector<at::Tensor> layer_keys = memit_keys(model, requests, contexts, layers,
+                                                        tokens);  // all from the unedited model
   out.seconds_keys += seconds_since(clock);
   std::vector<JointLayer> solved;
   at::Tensor leakage;  // [slots, slots] sum over layers of share^2 A^T C A / tr(W C W^T)
@@ -151,20 +153,23 @@ nlohmann::json joint_updates(const Model& model, const std::vector<EditRequest>&
 // The change layer `layers[i]`'s MLP output should make at every slot [slots, H], with the earlier
 // layers' updates applied: its share of what remains to z* (residual split), or its share of v*
 // re-optimised at its own MLP output (per-layer; the mean target probability in `probability`).
-at::Tensor layer_residual(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
-                          const MemitOptions& options, const std::vector<FactTokens>& tokens, const std::vector<int>& layers,
-                          size_t i, const at::Tensor& z_target, double* probability, EditOutcome& out) {
+at::Tensor layer_residual(const Model& model, const std::vector<EditRequest>& requests,
+                          const std::vector<std::string>& contexts, const MemitOptions& options,
+                          const std::vector<FactTokens>& tokens, const std::vector<int>& layers, size_t i,
+                          const at::Tensor& z_target, double* probability, EditOutcome& out) {
   const double share = 1.0 / static_cast<double>(layers.size() - i);
   const auto clock = Clock::now();
   if (z_target.defined()) {
-    const at::Tensor current = subject_activations(model, requests, {"{}"}, {HookName{HookPoint::ResidPost, layers.back()}}, tokens)[0]
+    const at::Tensor current = subject_activations(model, requests, {"{}"},
+                                                   {HookName{HookPoint::ResidPost, layers.back()}}, tokens)[0]
                                    .select(1, 0)
                                    .to(at::kDouble)
                                    .cpu();
     out.seconds_keys += seconds_since(clock);
     return (z_target - current) * share;
   }
-  const OptimizedValues optimized = optimize_at(model, requests, contexts, options, tokens, HookName{HookPoint::MlpDown, layers[i]});
+  const OptimizedValues optimized = optimize_at(model, requests, contexts, options, tokens,
+                                                HookName{HookPoint::MlpDown, layers[i]});
   *probability = mean_probability(optimized);
   out.seconds_values += seconds_since(clock);
   return optimized.delta.to(at::kDouble) * share;
@@ -172,18 +177,21 @@ at::Tensor layer_residual(const Model& model, const std::vector<EditRequest>& re
 
 // Layers are edited in place, in order, so each sees the earlier ones; the weights are restored
 // when `applied` goes out of scope. Fills `out` and returns the per-layer reports.
-nlohmann::json layer_by_layer_updates(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats,
-                                      const MemitOptions& options, const std::vector<int>& layers,
-                                      const std::vector<std::string>& contexts, const std::vector<FactTokens>& tokens,
-                                      const at::Tensor& z_target, EditOutcome& out) {
+nlohmann::json layer_by_layer_updates(Model& model, const std::vector<EditRequest>& requests,
+                                      const KeyStatistics& stats, const MemitOptions& options,
+                                      const std::vector<int>& layers, const std::vector<std::string>& contexts,
+                                      const std::vector<FactTokens>& tokens, const at::Tensor& z_target,
+                                      EditOutcome& out) {
   nlohmann::json reports = nlohmann::json::array();
   TemporaryUpdates applied(model);
   for (size_t i = 0; i < layers.size(); ++i) {
     const int layer = layers[i];
     double probability = 0;
-    const at::Tensor residual = layer_residual(model, requests, contexts, options, tokens, layers, i, z_target, &probability, out);
+    const at::Tensor residual = layer_residual(model, requests, contexts, options, tokens, layers, i, z_target,
+                                               &probability, out);
     auto clock = Clock::now();
-    const at::Tensor keys = memit_keys(model, requests, contexts, {layer}, tokens)[0];  // [slots, I], earlier layers edited
+    const at::Tensor keys = memit_keys(model, requests, contexts, {layer},
+                                       tokens)[0];  // [slots, I], earlier layers edited
     out.seconds_keys += seconds_since(clock);
 
     clock = Clock::now();
@@ -256,7 +264,8 @@ MemitOptions::MemitOptions() {
   value.clamp_norm_factor = 0.75;
 }
 
-EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options) {
+EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats,
+                  const MemitOptions& options) {
   if (requests.empty()) throw InputError("memit: no requests");
   check_editor_options(options);
   if (!(options.covariance_weight > 0)) throw InputError("--lambda / covariance_weight: must be positive");
@@ -275,11 +284,13 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
   clock = Clock::now();
   std::vector<FactTokens> tokens;
   for (const auto& request : requests)
-    tokens.push_back(choose_fact_tokens(model, request, options.fact_token, contexts, layers.front(), options.seed, options.traced_tokens));
+    tokens.push_back(choose_fact_tokens(model, request, options.fact_token, contexts, layers.front(), options.seed,
+                                        options.traced_tokens));
   at::Tensor z_target;  // ResidualSplit: [slots, H] the wanted residual after the last layer
   double z_probability = 0;
   if (targets == MemitTargets::ResidualSplit) {
-    const OptimizedValues optimized = optimize_at(model, requests, contexts, options, tokens, HookName{HookPoint::ResidPost, layers.back()});
+    const OptimizedValues optimized = optimize_at(model, requests, contexts, options, tokens,
+                                                  HookName{HookPoint::ResidPost, layers.back()});
     z_target = optimized.target().to(at::kDouble);
     z_probability = mean_probability(optimized);
   }
@@ -287,7 +298,8 @@ EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const 
 
   out.diagnostics["layers"] = targets == MemitTargets::Joint
                                   ? joint_updates(model, requests, stats, options, layers, contexts, tokens, out)
-                                  : layer_by_layer_updates(model, requests, stats, options, layers, contexts, tokens, z_target, out);
+                                  : layer_by_layer_updates(model, requests, stats, options, layers, contexts, tokens,
+                                                           z_target, out);
   out.hyperparameters = hyperparameters(options, layers, targets, stats);
   out.diagnostics["requests"] = requests.size();
   out.diagnostics["slots"] = out.updates.front().left.size(1);

@@ -52,6 +52,7 @@ struct MemitOptions : EditorOptions {
 nlohmann::json to_json(const MemitOptions& options);
 
 // Computes the updates for all requests; the model is left as it was (weights restored exactly).
-EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats, const MemitOptions& options);
+EditOutcome memit(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats,
+                  const MemitOptions& options);
 
 }  // namespace graft::edits

@@ -83,24 +83,25 @@ PatchEntry entry_from_update(const Model& model, const TensorUpdate& u) {
   entry.shape = {arch.hidden_size(), arch.intermediate_size_for_layer(u.layer)};
   const int64_t out = entry.shape[0], in = entry.shape[1];
   const bool low_rank = u.left.defined() || u.right.defined();
-  if (low_rank == u.dense.defined()) fail_update(u, "set either left and right (low rank) or dense, not both or neither");
+  if (low_rank == u.dense.defined())
+    fail_update(u, "set either left and right (low rank) or dense, not both or neither");
   if (low_rank) {
     if (!u.left.defined() || !u.right.defined()) fail_update(u, "a low-rank update needs both left and right");
     const auto left = sizes_of(u.left), right = sizes_of(u.right);
     if (left.size() != 2 || right.size() != 2 || left[1] != right[1] || left[1] < 1 || left[0] != out || right[0] != in)
-      fail_update(u, "left " + shape_string(left) + " and right " + shape_string(right) + " do not fit [out, in] = " +
-                         shape_string(entry.shape) + " (expected left [" + std::to_string(out) + ", r], right [" +
-                         std::to_string(in) + ", r]; width of layer " + std::to_string(u.layer) + " is " +
-                         std::to_string(in) + ")");
+      fail_update(u, "left " + shape_string(left) + " and right " + shape_string(right) +
+                         " do not fit [out, in] = " + shape_string(entry.shape) + " (expected left [" +
+                         std::to_string(out) + ", r], right [" + std::to_string(in) + ", r]; width of layer " +
+                         std::to_string(u.layer) + " is " + std::to_string(in) + ")");
     entry.kind = UpdateKind::LowRank;
     entry.rank = left[1];
     entry.left = to_body(u.left);
     entry.right = to_body(u.right);
   } else {
     if (sizes_of(u.dense) != entry.shape)
-      fail_update(u, "dense update has shape " + shape_string(sizes_of(u.dense)) + ", expected [out, in] = " +
-                         shape_string(entry.shape) + " (width of layer " + std::to_string(u.layer) + " is " +
-                         std::to_string(in) + ")");
+      fail_update(u, "dense update has shape " + shape_string(sizes_of(u.dense)) +
+                         ", expected [out, in] = " + shape_string(entry.shape) + " (width of layer " +
+                         std::to_string(u.layer) + " is " + std::to_string(in) + ")");
     entry.kind = UpdateKind::Dense;
     entry.dense = to_body(u.dense);
   }
@@ -229,7 +230,8 @@ void PatchStack::apply(const Patch& patch) {
                          kPatchRecordFile + " records it");
   const std::string why = detail::mismatch(model_.arch(), model_.checkpoint(), on_disk ? &*on_disk : nullptr, patch);
   if (!why.empty())
-    throw InputError("patch " + detail::describe(patch) + " does not belong to the model in " + model_.dir() + ": " + why);
+    throw InputError("patch " + detail::describe(patch) + " does not belong to the model in " + model_.dir() + ": " +
+                     why);
   // Every new value is computed before any weight changes, so a failure leaves the model as it was.
   Applied record{patch.checksum(), {}};
   std::vector<std::pair<at::Tensor*, at::Tensor>> writes;

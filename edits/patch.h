@@ -49,8 +49,8 @@ struct TensorUpdate {
 // One entry of a loaded or created patch (the header's fields: edits/patch_header.h). Tensors are
 // float32, contiguous, on the CPU.
 struct PatchEntry : PatchEntryHeader {
-  at::Tensor left, right;      // low rank
-  at::Tensor dense;            // dense
+  at::Tensor left, right;  // low rank
+  at::Tensor dense;        // dense
 
   // dW in the logical [out, in] orientation, float64 (exact for a float32 body: every product of
   // two float32 values is a float64, and the sums of rank 1 are exact too).
@@ -78,7 +78,7 @@ class Patch {
   const std::vector<PatchEntry>& entries() const { return entries_; }
   const BaseFingerprint& base() const { return base_; }
   const PatchProvenance& provenance() const { return provenance_; }
-  const std::string& created() const { return created_; }        // ISO 8601 UTC
+  const std::string& created() const { return created_; }  // ISO 8601 UTC
   const std::string& graft_version() const { return graft_version_; }
   // SHA-256 of the body (every body tensor's bytes, in entry order: left then right, or delta).
   // Identifies the patch: the record of a patched directory lists patches by it.
@@ -155,12 +155,12 @@ void revert_patch_in_directory(const std::string& model_dir, const Patch& patch,
                                const DirectoryWriteOptions& options = {});
 
 struct VerifyReport {
-  bool belongs = false;      // the base fingerprint matches the model (or its recorded base)
-  std::string mismatch;      // why not, when !belongs
-  bool recorded = false;     // the directory's record lists the patch
-  bool applied = false;      // recorded, and the weights equal base + recorded dW within rounding
-  double max_error = 0.0;    // max |W - (base + recorded dW + this dW if not recorded)|
-  double tolerance = 0.0;    // the largest rounding error allowed for that element, at the max
+  bool belongs = false;                        // the base fingerprint matches the model (or its recorded base)
+  std::string mismatch;                        // why not, when !belongs
+  bool recorded = false;                       // the directory's record lists the patch
+  bool applied = false;                        // recorded, and the weights equal base + recorded dW within rounding
+  double max_error = 0.0;                      // max |W - (base + recorded dW + this dW if not recorded)|
+  double tolerance = 0.0;                      // the largest rounding error allowed for that element, at the max
   std::vector<std::string> applied_checksums;  // the record, oldest first
 };
 // Throws InputError for a directory it cannot read; a patch for another model is a report.

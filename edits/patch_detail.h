@@ -25,11 +25,11 @@ std::string describe(const Patch& patch);
 // directory: the base copies hash to the base fingerprints, the touched tensors still hold the bytes
 // graft wrote, every recorded patch file loads and has the recorded checksum.
 struct Record {
-  BaseFingerprint base;                         // fingerprints of every tensor a recorded patch touched
-  std::map<std::string, std::string> written;   // tensor -> SHA-256 of the bytes graft wrote
-  std::vector<Patch> applied;                   // oldest first, loaded from the directory's copies
-  std::map<std::string, std::string> sources;   // checksum -> file name the patch was applied from
-  std::string base_copy_path;                   // the safetensors file with the base bytes
+  BaseFingerprint base;                        // fingerprints of every tensor a recorded patch touched
+  std::map<std::string, std::string> written;  // tensor -> SHA-256 of the bytes graft wrote
+  std::vector<Patch> applied;                  // oldest first, loaded from the directory's copies
+  std::map<std::string, std::string> sources;  // checksum -> file name the patch was applied from
+  std::string base_copy_path;                  // the safetensors file with the base bytes
 };
 std::optional<Record> read_record(const std::string& model_dir, const io::Checkpoint& checkpoint);
 

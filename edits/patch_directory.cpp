@@ -31,10 +31,12 @@ using Json = nlohmann::json;
 
 constexpr const char* kRecordFormatName = "graft.patched_model";
 constexpr int kRecordFormatVersion = 1;
-constexpr const char* kRecordDataDir = "graft_patches";        // base copy + patch copies
+constexpr const char* kRecordDataDir = "graft_patches";  // base copy + patch copies
 constexpr const char* kBaseCopyFile = "graft_patches/base.safetensors";
 
-std::string patch_copy_file(const std::string& checksum) { return std::string(kRecordDataDir) + "/" + checksum + ".safetensors"; }
+std::string patch_copy_file(const std::string& checksum) {
+  return std::string(kRecordDataDir) + "/" + checksum + ".safetensors";
+}
 
 // ----- the record -----
 
@@ -42,7 +44,8 @@ std::string patch_copy_file(const std::string& checksum) { return std::string(kR
   throw FormatError(path.string() + ": " + problem);
 }
 
-const Json& require(const fs::path& path, const Json& object, const std::string& key, bool (Json::*is)() const noexcept) {
+const Json& require(const fs::path& path, const Json& object, const std::string& key,
+                    bool (Json::*is)() const noexcept) {
   if (!object.is_object() || !object.contains(key) || !(object.at(key).*is)())
     fail_record(path, "missing or malformed field " + io::detail::quoted(key));
   return object.at(key);
@@ -198,9 +201,9 @@ void write_text_file(const fs::path& path, const std::string& text) {
 struct Plan {
   const std::string& model_dir;
   const io::Checkpoint& checkpoint;
-  BaseFingerprint base;                          // every tensor the applied patches touch
-  std::map<std::string, at::Tensor> base_bytes;  // tensor -> base value (stored dtype and layout)
-  std::vector<const Patch*> applied;             // oldest first
+  BaseFingerprint base;                            // every tensor the applied patches touch
+  std::map<std::string, at::Tensor> base_bytes;    // tensor -> base value (stored dtype and layout)
+  std::vector<const Patch*> applied;               // oldest first
   std::map<std::string, at::Tensor> base_restore;  // tensors no patch touches any more -> base value
   std::map<std::string, std::string> sources;      // checksum -> file name, for recorded patches
 };
@@ -269,17 +272,22 @@ void write_record(const Plan& plan, const std::map<std::string, at::Tensor>& val
   Json applied = Json::array();
   for (const Patch* p : plan.applied) {
     p->save((staging / patch_copy_file(p->checksum())).string());
-    applied.push_back({{"checksum", p->checksum()}, {"file", patch_copy_file(p->checksum())},
+    applied.push_back({{"checksum", p->checksum()},
+                       {"file", patch_copy_file(p->checksum())},
                        {"source", source_name(plan, *p)},
-                       {"method", p->provenance().method}, {"created", p->created()}});
+                       {"method", p->provenance().method},
+                       {"created", p->created()}});
   }
   Json written = Json::object();
   for (const auto& [name, base_value] : plan.base_bytes) {
     const at::Tensor& t = values.at(name);
     written[name] = io::Sha256::hex_of(t.data_ptr(), t.nbytes());
   }
-  const Json record = {{"format", kRecordFormatName}, {"format_version", kRecordFormatVersion},
-                       {"base", base_json(plan.base)}, {"written", written}, {"applied", applied}};
+  const Json record = {{"format", kRecordFormatName},
+                       {"format_version", kRecordFormatVersion},
+                       {"base", base_json(plan.base)},
+                       {"written", written},
+                       {"applied", applied}};
   write_text_file(staging / kPatchRecordFile, record.dump(2) + "\n");
 }
 

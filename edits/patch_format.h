@@ -48,7 +48,7 @@ struct PatchFileEntry : PatchEntryHeader {
 // Move-only: the factors point into the file it holds.
 class PatchFile {
  public:
-  static PatchFile open(const std::string& path);  // plus InputError for a file it cannot open
+  static PatchFile open(const std::string& path);    // plus InputError for a file it cannot open
   static PatchFile parse(io::SafetensorsFile file);  // a file already opened (the fuzz target's)
   PatchFile(PatchFile&&) = default;
   PatchFile& operator=(PatchFile&&) = default;
@@ -65,8 +65,8 @@ class PatchFile {
 
  private:
   explicit PatchFile(io::SafetensorsFile file) : file_(std::move(file)) {}
-  io::SafetensorsFile file_;                  // keeps the mapping the factors point into
-  std::vector<std::vector<float>> copies_;    // misaligned body tensors, copied
+  io::SafetensorsFile file_;                // keeps the mapping the factors point into
+  std::vector<std::vector<float>> copies_;  // misaligned body tensors, copied
   std::vector<PatchFileEntry> entries_;
   BaseFingerprint base_;
   PatchProvenance provenance_;

@@ -24,8 +24,11 @@ std::string body_sha256(const std::vector<std::pair<const void*, size_t>>& tenso
 }
 
 Json entry_json(const PatchEntryHeader& e) {
-  Json j = {{"tensor", e.tensor}, {"layer", e.layer}, {"kind", update_kind_name(e.kind)},
-            {"shape", e.shape},   {"layout", weight_layout_name(e.layout)}};
+  Json j = {{"tensor", e.tensor},
+            {"layer", e.layer},
+            {"kind", update_kind_name(e.kind)},
+            {"shape", e.shape},
+            {"layout", weight_layout_name(e.layout)}};
   if (e.kind == UpdateKind::LowRank) j["rank"] = e.rank;
   return j;
 }

@@ -28,8 +28,8 @@ struct PatchProvenance {
 };
 
 enum class UpdateKind { LowRank, Dense };
-const char* update_kind_name(UpdateKind kind);          // "low_rank" / "dense"
-const char* weight_layout_name(arch::WeightLayout l);   // "out_in" / "in_out"
+const char* update_kind_name(UpdateKind kind);         // "low_rank" / "dense"
+const char* weight_layout_name(arch::WeightLayout l);  // "out_in" / "in_out"
 
 // What the base checkpoint stores for one touched tensor.
 struct BaseTensor {
@@ -51,9 +51,9 @@ struct PatchEntryHeader {
   std::string tensor;
   int layer = -1;
   UpdateKind kind = UpdateKind::LowRank;
-  std::vector<int64_t> shape;  // logical [out, in]
+  std::vector<int64_t> shape;                             // logical [out, in]
   arch::WeightLayout layout = arch::WeightLayout::OutIn;  // how the base checkpoint stores it
-  int64_t rank = 0;            // r of a low-rank entry; 0 for a dense one (the header has no rank)
+  int64_t rank = 0;  // r of a low-rank entry; 0 for a dense one (the header has no rank)
 };
 
 // The entry's body tensor names in checksum order: <tensor>.left, <tensor>.right, or <tensor>.delta.

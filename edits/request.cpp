@@ -20,7 +20,8 @@ std::string string_field(const nlohmann::json& r, const std::string& key, const 
     return {};
   }
   // CounterFact's own files nest targets as {"str": ...}; accept both forms.
-  if (r[key].is_object() && r[key].contains("str") && r[key]["str"].is_string()) return r[key]["str"].get<std::string>();
+  if (r[key].is_object() && r[key].contains("str") && r[key]["str"].is_string())
+    return r[key]["str"].get<std::string>();
   if (!r[key].is_string()) throw InputError(where(source, index, key) + " must be a string");
   return r[key].get<std::string>();
 }
@@ -48,18 +49,23 @@ EditRequest parse_one(const nlohmann::json& r, const std::string& source, size_t
   if (request.target_new.size() <= 1) throw InputError(where(source, index, "target_new") + " is empty");
 
   if (r.contains("paraphrase_prompts")) {
-    if (!r["paraphrase_prompts"].is_array()) throw InputError(where(source, index, "paraphrase_prompts") + " must be a list");
+    if (!r["paraphrase_prompts"].is_array())
+      throw InputError(where(source, index, "paraphrase_prompts") + " must be a list");
     for (const auto& p : r["paraphrase_prompts"]) {
       if (!p.is_string()) throw InputError(where(source, index, "paraphrase_prompts") + " must hold strings");
       request.paraphrase_prompts.push_back(p.get<std::string>());
     }
   }
   if (r.contains("neighborhood_prompts")) {
-    if (!r["neighborhood_prompts"].is_array()) throw InputError(where(source, index, "neighborhood_prompts") + " must be a list");
+    if (!r["neighborhood_prompts"].is_array())
+      throw InputError(where(source, index, "neighborhood_prompts") + " must be a list");
     for (const auto& n : r["neighborhood_prompts"]) {
-      if (!n.is_object() || !n.contains("prompt") || !n["prompt"].is_string() || !n.contains("target") || !n["target"].is_string())
-        throw InputError(where(source, index, "neighborhood_prompts") + " entries need \"prompt\" and \"target\" strings");
-      request.neighborhood_prompts.push_back({n["prompt"].get<std::string>(), with_leading_space(n["target"].get<std::string>())});
+      if (!n.is_object() || !n.contains("prompt") || !n["prompt"].is_string() || !n.contains("target") ||
+          !n["target"].is_string())
+        throw InputError(where(source, index, "neighborhood_prompts") +
+                         " entries need \"prompt\" and \"target\" strings");
+      request.neighborhood_prompts.push_back(
+          {n["prompt"].get<std::string>(), with_leading_space(n["target"].get<std::string>())});
     }
   }
   return request;

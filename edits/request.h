@@ -20,11 +20,11 @@ struct NeighborhoodPrompt {
 struct EditRequest {
   std::optional<int64_t> case_id;
   std::string relation;
-  std::string prompt;       // contains "{}" exactly once
+  std::string prompt;  // contains "{}" exactly once
   std::string subject;
-  std::string target_new;   // with its leading space (added when missing, as the reference code does)
+  std::string target_new;  // with its leading space (added when missing, as the reference code does)
   std::optional<std::string> target_true;
-  std::vector<std::string> paraphrase_prompts;          // complete prompts
+  std::vector<std::string> paraphrase_prompts;  // complete prompts
   std::vector<NeighborhoodPrompt> neighborhood_prompts;
 
   std::string filled_prompt() const;  // prompt with the subject in place of "{}"

@@ -22,13 +22,14 @@ struct FactActivations {
   at::Tensor key_mean() const { return keys.mean(1); }  // [P, I]
 };
 
-FactActivations read_fact_activations(const Model& model, const EditRequest& request, const std::vector<std::string>& contexts,
-                                      const RomeOptions& options) {
+FactActivations read_fact_activations(const Model& model, const EditRequest& request,
+                                      const std::vector<std::string>& contexts, const RomeOptions& options) {
   FactActivations out;
-  out.tokens = {choose_fact_tokens(model, request, options.fact_token, contexts, options.layer, options.seed, options.traced_tokens)};
+  out.tokens = {choose_fact_tokens(model, request, options.fact_token, contexts, options.layer, options.seed,
+                                   options.traced_tokens)};
   const auto captured = subject_activations(
-      model, {request}, contexts, {HookName{HookPoint::MlpPost, options.layer}, HookName{HookPoint::MlpDown, options.layer}},
-      out.tokens);
+      model, {request}, contexts,
+      {HookName{HookPoint::MlpPost, options.layer}, HookName{HookPoint::MlpDown, options.layer}}, out.tokens);
   out.keys = captured[0].to(at::kDouble).cpu();
   out.values = captured[1].to(at::kDouble).cpu();
   return out;
@@ -52,7 +53,8 @@ struct RomeSystem {
 RomeSystem solve_system(const FactActivations& fact, const at::Tensor& second_moment, const RomeOptions& options) {
   RomeSystem s;
   const at::Tensor key_mean = fact.key_mean();
-  s.directions = options.covariance_adjustment ? solve_symmetric(second_moment, key_mean.t(), &s.report) : key_mean.t().clone();
+  s.directions = options.covariance_adjustment ? solve_symmetric(second_moment, key_mean.t(), &s.report)
+                                               : key_mean.t().clone();
   const at::Tensor constraint_keys = options.consistent_keys ? key_mean : fact.keys.select(1, 0);  // [P, I]
   s.current = options.consistent_keys ? fact.values.mean(1) : fact.values.select(1, 0);
   s.gram = at::matmul(constraint_keys, s.directions);
@@ -84,13 +86,13 @@ TensorUpdate make_update(const Model& model, const RomeSystem& system, const Opt
                          const RomeOptions& options) {
   const at::Tensor change = options.through_update ? optimized.delta.to(at::kDouble)
                                                    : optimized.target().to(at::kDouble) - system.current;  // [P, H]
-  const at::Tensor left = at::linalg_solve(system.gram, change).t();  // [H, P]
+  const at::Tensor left = at::linalg_solve(system.gram, change).t();                                       // [H, P]
   if (!at::isfinite(left).all().item<bool>()) throw Error("ROME: the update is not finite; refusing the edit");
   TensorUpdate update;
   update.tensor = model.arch().mlp_down_projection(options.layer).weight;
   update.layer = options.layer;
-  const at::Tensor direction_norms = system.directions.norm(2, 0, true);            // [1, P]
-  update.left = (left * direction_norms).to(at::kFloat).contiguous();               // [H, P]
+  const at::Tensor direction_norms = system.directions.norm(2, 0, true);             // [1, P]
+  update.left = (left * direction_norms).to(at::kFloat).contiguous();                // [H, P]
   update.right = (system.directions / direction_norms).to(at::kFloat).contiguous();  // [I, P]
   return update;
 }
@@ -118,7 +120,8 @@ RomeOptions::RomeOptions() {
   value.point = HookName{HookPoint::MlpDown, -1};  // the value optimisation keeps ValueOptions' defaults: ROME's
 }
 
-EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options) {
+EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats,
+                 const RomeOptions& options) {
   check_editor_options(options);
   const int layer = options.layer;
   if (layer < 0 || layer >= model.arch().num_layers())
@@ -139,8 +142,9 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
 
   clock = std::chrono::steady_clock::now();
   const double power = mlp_output_power(model, layer, second_moment);
-  const OptimizedValues optimized =
-      optimize_values(model, {request}, contexts, value_options_for(options, system, second_moment, power), fact.tokens);
+  const OptimizedValues optimized = optimize_values(model, {request}, contexts,
+                                                    value_options_for(options, system, second_moment, power),
+                                                    fact.tokens);
   out.seconds_values = seconds_since(clock);
 
   clock = std::chrono::steady_clock::now();
@@ -160,7 +164,8 @@ EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatis
                      {"optimizer_steps", optimized.steps[0]},
                      {"delta_norm", optimized.delta.norm().item<double>()},
                      {"update_norm", at::matmul(update.left, update.right.t()).norm().item<double>()},
-                     {"expected_leakage", expected_leakage(update.left, key_spread(second_moment, update.right), power)}};
+                     {"expected_leakage",
+                      expected_leakage(update.left, key_spread(second_moment, update.right), power)}};
   return out;
 }
 

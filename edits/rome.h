@@ -20,8 +20,8 @@ struct RomeOptions : EditorOptions {
   // Published hyperparameters (kmeng01 hparams/ROME): 20 steps, lr 0.5, weight decay 0.5,
   // KL 0.0625, clamp 4, context templates [[5, 10], [10, 10]].
   RomeOptions();
-  int layer = -1;                      // required: the layer to edit (crown-scan picks one)
-  bool covariance_adjustment = true;   // u = C^-1 k (false: u = k)
+  int layer = -1;                     // required: the layer to edit (crown-scan picks one)
+  bool covariance_adjustment = true;  // u = C^-1 k (false: u = k)
   // true (default): the constraint uses the same context-averaged key and value as the direction
   // (r-ROME); false: the bare prompt's key and value, as the original code.
   bool consistent_keys = true;
@@ -37,7 +37,8 @@ struct RomeOptions : EditorOptions {
 nlohmann::json to_json(const RomeOptions& options);
 
 // Computes the update for one request; the model is left as it was.
-EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options);
+EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats,
+                 const RomeOptions& options);
 
 // ROME over several requests, one at a time as the reference applies them: each request is edited
 // on the model with the earlier ones applied; the rank-1 factors of one tensor are concatenated

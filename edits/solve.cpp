@@ -16,7 +16,8 @@ double mlp_output_power(const Model& model, int layer, const at::Tensor& second_
   // H x I^2 products, so float32: a normaliser needs no more.
   const double power = (at::matmul(w, second_moment.to(at::kFloat).cpu()) * w).sum().item<double>();
   if (!(power > 0))
-    throw Error("layer " + std::to_string(layer) + ": the MLP output's second moment is not positive; cannot scale the leakage term");
+    throw Error("layer " + std::to_string(layer) +
+                ": the MLP output's second moment is not positive; cannot scale the leakage term");
   return power;
 }
 

@@ -25,8 +25,8 @@ std::vector<int> resolve_layers(const Model& model, std::vector<int> layers) {
 }
 
 // Cuts the corpus into token windows (every window starts with BOS, as edit prompts do).
-std::vector<std::vector<int64_t>> token_windows(const Model& model, const std::vector<std::string>& texts, int64_t window,
-                                                int64_t max_tokens) {
+std::vector<std::vector<int64_t>> token_windows(const Model& model, const std::vector<std::string>& texts,
+                                                int64_t window, int64_t max_tokens) {
   std::vector<std::vector<int64_t>> windows;
   int64_t total = 0;
   for (const auto& text : texts) {
@@ -44,7 +44,8 @@ std::vector<std::vector<int64_t>> token_windows(const Model& model, const std::v
 
 }  // namespace
 
-KeyMomentSum::KeyMomentSum(int64_t width, int64_t flush_tokens) : width_(width), flush_tokens_(std::max<int64_t>(1, flush_tokens)) {
+KeyMomentSum::KeyMomentSum(int64_t width, int64_t flush_tokens)
+    : width_(width), flush_tokens_(std::max<int64_t>(1, flush_tokens)) {
   if (width < 1) throw InputError("key statistics: width must be at least 1");
   sum_ = at::zeros({width, width}, at::TensorOptions().dtype(at::kDouble));
 }
@@ -123,7 +124,8 @@ nlohmann::json to_json(const StatsOptions& o) {
   return {{"layers", o.layers}, {"max_tokens", o.max_tokens}, {"window", o.window}, {"batch_size", o.batch_size}};
 }
 
-KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::string>& texts, const StatsOptions& options) {
+KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::string>& texts,
+                                     const StatsOptions& options) {
   if (options.window < 2) throw InputError("window: must be at least 2 tokens");
   if (options.batch_size < 1) throw InputError("batch size: must be at least 1");
   const std::vector<int> layers = resolve_layers(model, options.layers);
@@ -140,8 +142,9 @@ KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::
   at::NoGradGuard no_grad;
   for (size_t begin = 0; begin < windows.size(); begin += static_cast<size_t>(options.batch_size)) {
     const size_t end = std::min(windows.size(), begin + static_cast<size_t>(options.batch_size));
-    const PaddedBatch batch = pad_right(model, std::vector<std::vector<int64_t>>(windows.begin() + static_cast<long>(begin),
-                                                                         windows.begin() + static_cast<long>(end)));
+    const PaddedBatch batch = pad_right(model,
+                                        std::vector<std::vector<int64_t>>(windows.begin() + static_cast<long>(begin),
+                                                                          windows.begin() + static_cast<long>(end)));
     const at::Tensor& ids = batch.ids;
     const at::Tensor& mask = batch.mask;
     // Right padding: real tokens never attend to padding, and padding rows are dropped below.
@@ -149,10 +152,11 @@ KeyStatistics KeyStatistics::collect(const Model& model, const std::vector<std::
     Hooks hooks(model.arch().num_layers());
     for (int layer : layers) {
       KeyMomentSum& sum = sums.at(layer);
-      hooks.add({HookPoint::MlpPost, layer}, [&sum, &real](const at::Tensor& keys, const HookName&) -> std::optional<at::Tensor> {
-        sum.add(keys.reshape({-1, keys.size(-1)}).index_select(0, real));
-        return std::nullopt;
-      });
+      hooks.add({HookPoint::MlpPost, layer},
+                [&sum, &real](const at::Tensor& keys, const HookName&) -> std::optional<at::Tensor> {
+                  sum.add(keys.reshape({-1, keys.size(-1)}).index_select(0, real));
+                  return std::nullopt;
+                });
     }
     ForwardOptions forward;
     forward.attention_mask = mask;
@@ -194,8 +198,12 @@ void KeyStatistics::save(const std::string& path) const {
                        keep.back().data_ptr(), static_cast<size_t>(sum.numel()) * sizeof(double)});
     widths[std::to_string(layer)] = sum.size(0);
   }
-  const nlohmann::json header = {{"format", "graft-key-statistics"}, {"version", 1}, {"model_type", model_type_},
-                                 {"hidden_size", hidden_size_}, {"tokens", tokens_}, {"widths", widths},
+  const nlohmann::json header = {{"format", "graft-key-statistics"},
+                                 {"version", 1},
+                                 {"model_type", model_type_},
+                                 {"hidden_size", hidden_size_},
+                                 {"tokens", tokens_},
+                                 {"widths", widths},
                                  {"statistic", "sum over tokens of k k^T, k = blocks.{i}.mlp.hook_post"}};
   io::write_safetensors(path, tensors, {{"graft", header.dump()}});
 }
@@ -227,8 +235,8 @@ KeyStatistics KeyStatistics::load(const std::string& path, const Model& model) {
     const int64_t width = model.arch().intermediate_size_for_layer(layer);
     const auto& view = file.get(name);
     if (view.dtype != io::DType::F64 || view.shape != std::vector<int64_t>{width, width})
-      throw InputError(path + ": layer " + std::to_string(layer) + " statistics have shape/dtype unlike the model's MLP width " +
-                       std::to_string(width));
+      throw InputError(path + ": layer " + std::to_string(layer) +
+                       " statistics have shape/dtype unlike the model's MLP width " + std::to_string(width));
     stats.sums_[layer] = tensor_from_view(view).clone();
   }
   if (stats.sums_.empty()) throw FormatError(path + ": no layer statistics in the file");

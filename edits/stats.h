@@ -54,10 +54,10 @@ class KeyMomentSum {
 };
 
 struct StatsOptions {
-  std::vector<int> layers;        // empty: every layer
-  int64_t max_tokens = 1000000;   // stop after this many tokens
-  int64_t window = 256;           // tokens per sequence (longer texts are cut into windows)
-  int64_t batch_size = 8;         // sequences per forward pass
+  std::vector<int> layers;       // empty: every layer
+  int64_t max_tokens = 1000000;  // stop after this many tokens
+  int64_t window = 256;          // tokens per sequence (longer texts are cut into windows)
+  int64_t batch_size = 8;        // sequences per forward pass
   std::function<void(int64_t tokens, int64_t total)> on_progress;
 };
 

@@ -6,7 +6,8 @@ namespace graft::edits {
 
 std::string fill_template(const std::string& prompt_template, const std::string& text) {
   const size_t slot = prompt_template.find("{}");
-  if (slot == std::string::npos) throw InputError("prompt \"" + prompt_template + "\": needs \"{}\" where the subject goes");
+  if (slot == std::string::npos)
+    throw InputError("prompt \"" + prompt_template + "\": needs \"{}\" where the subject goes");
   std::string out = prompt_template;
   out.replace(slot, 2, text);
   return out;

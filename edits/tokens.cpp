@@ -26,7 +26,8 @@ std::vector<int64_t> encode_prompt(const Model& model, const std::string& text) 
 
 SubjectSpan locate_subject(const Model& model, const std::string& prompt_template, const std::string& subject) {
   const size_t slot = prompt_template.find("{}");
-  if (slot == std::string::npos) throw InputError("prompt \"" + prompt_template + "\": needs \"{}\" where the subject goes");
+  if (slot == std::string::npos)
+    throw InputError("prompt \"" + prompt_template + "\": needs \"{}\" where the subject goes");
   if (subject.empty()) throw InputError("subject: empty");
   const std::string text = fill_template(prompt_template, subject);
   const Tokenizer& tokenizer = model.require_tokenizer();

@@ -9,7 +9,7 @@
 namespace graft {
 class Model;
 class Tokenizer;
-}
+}  // namespace graft
 
 namespace graft::edits {
 

@@ -23,7 +23,7 @@ namespace {
 // of the request's fact slots.
 struct RewriteRows {
   std::vector<std::vector<int64_t>> tokens;
-  std::vector<int64_t> request;     // which request each row belongs to
+  std::vector<int64_t> request;  // which request each row belongs to
   std::vector<bool> is_kl;
   // Where each slot's vector is added: (row, position, slot), one entry per slot per row.
   std::vector<int64_t> add_row, add_position, add_slot;
@@ -51,8 +51,8 @@ struct RewriteRows {
 };
 
 // One rewriting row: the context with the request's prompt and the subject, then the new target.
-void add_rewriting_row(const Model& model, const EditRequest& request, const std::string& context, const FactTokens& fact,
-                       int64_t r, int64_t first_slot, RewriteRows& rows) {
+void add_rewriting_row(const Model& model, const EditRequest& request, const std::string& context,
+                       const FactTokens& fact, int64_t r, int64_t first_slot, RewriteRows& rows) {
   const std::string prompt_template = fill_template(context, request.prompt);
   const SubjectSpan span = locate_subject(model, prompt_template, request.subject);
   const std::string filled = fill_template(prompt_template, request.subject);
@@ -74,8 +74,8 @@ void add_rewriting_row(const Model& model, const EditRequest& request, const std
   rows.add_row_of(r, false, std::move(ids));
 }
 
-RewriteRows rewrite_rows(const Model& model, const std::vector<EditRequest>& requests, const std::vector<std::string>& contexts,
-                         const std::vector<FactTokens>& tokens) {
+RewriteRows rewrite_rows(const Model& model, const std::vector<EditRequest>& requests,
+                         const std::vector<std::string>& contexts, const std::vector<FactTokens>& tokens) {
   RewriteRows rows;
   int64_t first_slot = 0;
   for (size_t r = 0; r < requests.size(); ++r) {
@@ -89,7 +89,8 @@ RewriteRows rewrite_rows(const Model& model, const std::vector<EditRequest>& req
     rows.kl_position.push_back(kl.last);
     rows.add_row_of(static_cast<int64_t>(r), true, kl.ids);
     first_slot += static_cast<int64_t>(fact.size());
-    if (static_cast<int64_t>(rows.bare_row.size()) != first_slot) throw Error("context templates must start with the bare \"{}\"");
+    if (static_cast<int64_t>(rows.bare_row.size()) != first_slot)
+      throw Error("context templates must start with the bare \"{}\"");
   }
   return rows;
 }
@@ -129,16 +130,16 @@ std::vector<double> slot_weights(const std::vector<int64_t>& slot_request, size_
 
 struct Plan {
   int64_t requests = 0, slots = 0, values = 0;
-  at::Tensor slot_request;                // [D] the request of each slot
-  at::Tensor add_flat, add_slot;          // where each slot's vector goes, and which slot it is
-  at::Tensor bare_flat;                   // [D] each slot in its bare-prompt row
-  at::Tensor kl_flat;                     // [N]
+  at::Tensor slot_request;        // [D] the request of each slot
+  at::Tensor add_flat, add_slot;  // where each slot's vector goes, and which slot it is
+  at::Tensor bare_flat;           // [D] each slot in its bare-prompt row
+  at::Tensor kl_flat;             // [N]
   at::Tensor label_flat, label_token, label_request, label_weight;
-  at::Tensor slot_weight;                 // [D]
+  at::Tensor slot_weight;  // [D]
   // Requests about the same subject share its vectors (one per fact token), so the vectors carry
   // every new fact about it at once instead of each request overwriting the others.
-  at::Tensor slot_value;                  // [D] -> [V]
-  at::Tensor first_slot;                  // [V] a slot of each value, for its clamp
+  at::Tensor slot_value;  // [D] -> [V]
+  at::Tensor first_slot;  // [V] a slot of each value, for its clamp
 };
 
 Plan make_plan(const Model& model, const std::vector<EditRequest>& requests, const RewriteRows& rows, int64_t length,
@@ -183,15 +184,18 @@ struct Vectors {
 
 // At `point`: captures the initial activations; as published, adds each slot's vector at its
 // positions (through the update, the update's hooks do the adding instead).
-void add_vectors_at_slots(Hooks& hooks, const ValueOptions& options, const Plan& plan, Vectors& v, at::TensorOptions f32) {
+void add_vectors_at_slots(Hooks& hooks, const ValueOptions& options, const Plan& plan, Vectors& v,
+                          at::TensorOptions f32) {
   const bool through = !options.through_update.empty();
-  hooks.add(options.point, [&plan, &v, through, f32](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-    at::Tensor flat = x.flatten(0, 1);
-    if (!v.initial.defined()) v.initial = flat.detach().to(at::kFloat).index_select(0, plan.bare_flat);
-    if (through) return std::nullopt;
-    at::Tensor added = at::zeros(flat.sizes(), f32).index_add(0, plan.add_flat, v.slot_delta.index_select(0, plan.add_slot));
-    return (flat + added.to(x.scalar_type())).view(x.sizes());
-  });
+  hooks.add(options.point,
+            [&plan, &v, through, f32](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+              at::Tensor flat = x.flatten(0, 1);
+              if (!v.initial.defined()) v.initial = flat.detach().to(at::kFloat).index_select(0, plan.bare_flat);
+              if (through) return std::nullopt;
+              at::Tensor added =
+                  at::zeros(flat.sizes(), f32).index_add(0, plan.add_flat, v.slot_delta.index_select(0, plan.add_slot));
+              return (flat + added.to(x.scalar_type())).view(x.sizes());
+            });
 }
 
 // Through the update: each layer's MLP output gains share * (key . key_map) D at every position,
@@ -204,17 +208,20 @@ void add_update_hooks(Hooks& hooks, const Model& model, const ValueOptions& opti
     const auto& write = options.through_update[w];
     const int64_t width = model.arch().intermediate_size_for_layer(write.layer);
     if (write.key_map.dim() != 2 || write.key_map.size(0) != width || write.key_map.size(1) != slots)
-      throw Error("optimize_values: layer " + std::to_string(write.layer) + "'s key map must be [" + std::to_string(width) +
-                  ", " + std::to_string(slots) + "]");
+      throw Error("optimize_values: layer " + std::to_string(write.layer) + "'s key map must be [" +
+                  std::to_string(width) + ", " + std::to_string(slots) + "]");
     const at::Tensor key_map = (write.key_map.to(f32) * write.share).contiguous();
-    hooks.add({HookPoint::MlpPost, write.layer}, [&layer_keys, w](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-      layer_keys[w] = x;
-      return std::nullopt;
-    });
+    hooks.add({HookPoint::MlpPost, write.layer},
+              [&layer_keys, w](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+                layer_keys[w] = x;
+                return std::nullopt;
+              });
     hooks.add({HookPoint::MlpDown, write.layer},
-              [&layer_keys, &v, key_map, w, layer = write.layer](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+              [&layer_keys, &v, key_map, w, layer = write.layer](const at::Tensor& x,
+                                                                 const HookName&) -> std::optional<at::Tensor> {
                 if (!layer_keys[w].defined())
-                  throw Error("optimize_values: layer " + std::to_string(layer) + "'s down projection ran without its mlp.hook_post key");
+                  throw Error("optimize_values: layer " + std::to_string(layer) +
+                              "'s down projection ran without its mlp.hook_post key");
                 const at::Tensor change = at::matmul(at::matmul(layer_keys[w].to(at::kFloat), key_map), v.slot_delta);
                 layer_keys[w] = at::Tensor();
                 return x + change.to(x.scalar_type());
@@ -252,14 +259,16 @@ StepLoss step_loss(const at::Tensor& logits, const Plan& plan, const ValueOption
     loss = loss + options.leakage_weight * (through ? per_slot.sum().expand({n})
                                                     : at::zeros({n}, f32).index_add(0, plan.slot_request, per_slot));
   }
-  at::Tensor mean_prob = at::zeros({n}, f32).index_add(0, plan.label_request, label_logp.detach().exp() * plan.label_weight);
+  at::Tensor mean_prob = at::zeros({n}, f32).index_add(0, plan.label_request,
+                                                       label_logp.detach().exp() * plan.label_weight);
   return {loss, mean_prob};
 }
 
 // The [D, D] leakage metric when the expected-leakage term is on, else undefined.
 at::Tensor leakage_metric(const ValueOptions& options, int64_t slots, at::TensorOptions f32) {
   if (!(options.leakage_weight > 0) || !options.leakage_metric.defined()) return at::Tensor();
-  if (options.leakage_metric.dim() != 2 || options.leakage_metric.size(0) != slots || options.leakage_metric.size(1) != slots)
+  if (options.leakage_metric.dim() != 2 || options.leakage_metric.size(0) != slots ||
+      options.leakage_metric.size(1) != slots)
     throw Error("optimize_values: the leakage metric must be [slots, slots] (" + std::to_string(slots) + ")");
   return options.leakage_metric.to(f32);
 }
@@ -298,14 +307,15 @@ bool record_step(const StepLoss& step, const ValueOptions& options, at::Tensor& 
 
 // One Adam update of the still-active vectors, then each change clamped to clamp_norm_factor times
 // the size of what it changes.
-void update_vectors(const StepLoss& step, const Plan& plan, const ValueOptions& options, const at::Tensor& active, Adam& adam,
-                    Vectors& v, OptimizedValues& out, at::TensorOptions f32) {
+void update_vectors(const StepLoss& step, const Plan& plan, const ValueOptions& options, const at::Tensor& active,
+                    Adam& adam, Vectors& v, OptimizedValues& out, at::TensorOptions f32) {
   step.loss.sum().backward();
   at::Tensor g = v.delta.grad().detach();
   v.delta = v.delta.detach();
   // A shared vector keeps moving while any of its requests is still above the stopping loss.
-  const at::Tensor value_active =
-      at::zeros({plan.values}, f32).index_add(0, plan.slot_value, active.index_select(0, plan.slot_request)).clamp_max(1);
+  const at::Tensor value_active = at::zeros({plan.values}, f32)
+                                      .index_add(0, plan.slot_value, active.index_select(0, plan.slot_request))
+                                      .clamp_max(1);
   adam.step(v.delta, g, value_active, options.learning_rate);
   for (int64_t r = 0; r < plan.requests; ++r)
     if (active[r].item<double>() > 0) ++out.steps[static_cast<size_t>(r)];
@@ -317,9 +327,14 @@ void update_vectors(const StepLoss& step, const Plan& plan, const ValueOptions& 
 }  // namespace
 
 nlohmann::json to_json(const ValueOptions& o) {
-  return {{"steps", o.steps},       {"learning_rate", o.learning_rate},         {"weight_decay", o.weight_decay},
-          {"kl_factor", o.kl_factor}, {"clamp_norm_factor", o.clamp_norm_factor}, {"stop_loss", o.stop_loss},
-          {"bare_prompt_weight", o.bare_prompt_weight}, {"leakage_weight", o.leakage_weight}};
+  return {{"steps", o.steps},
+          {"learning_rate", o.learning_rate},
+          {"weight_decay", o.weight_decay},
+          {"kl_factor", o.kl_factor},
+          {"clamp_norm_factor", o.clamp_norm_factor},
+          {"stop_loss", o.stop_loss},
+          {"bare_prompt_weight", o.bare_prompt_weight},
+          {"leakage_weight", o.leakage_weight}};
 }
 
 OptimizedValues optimize_values(const Model& model, const std::vector<EditRequest>& requests,

@@ -27,7 +27,7 @@ namespace graft::edits {
 // ROME's published ones.
 struct ValueOptions {
   HookName point{HookPoint::MlpDown, 0};  // where the vectors are added (at the fact tokens)
-  int64_t steps = 20;              // at most steps - 1 Adam updates, as the reference code
+  int64_t steps = 20;                     // at most steps - 1 Adam updates, as the reference code
   double learning_rate = 0.5;
   double weight_decay = 0.5;       // times |delta| / |initial|^2 (not squared: as coded)
   double kl_factor = 0.0625;       // KL(P_now || P_before) on "{subject} is a" at the subject
@@ -64,12 +64,12 @@ struct ValueOptions {
 };
 
 struct OptimizedValues {
-  at::Tensor initial;  // [slots, H] the activation at each fact slot of the bare prompt, before any change
-  at::Tensor delta;    // [slots, H] the optimised change (slots of one shared value hold the same row)
-  int64_t values = 0;  // distinct vectors optimised (shared_value_slots)
-  std::vector<double> loss;        // final loss per request
-  std::vector<double> target_prob; // mean probability of the new target's tokens at the end
-  std::vector<int64_t> steps;      // optimiser steps taken per request
+  at::Tensor initial;               // [slots, H] the activation at each fact slot of the bare prompt, before any change
+  at::Tensor delta;                 // [slots, H] the optimised change (slots of one shared value hold the same row)
+  int64_t values = 0;               // distinct vectors optimised (shared_value_slots)
+  std::vector<double> loss;         // final loss per request
+  std::vector<double> target_prob;  // mean probability of the new target's tokens at the end
+  std::vector<int64_t> steps;       // optimiser steps taken per request
   at::Tensor target() const { return initial + delta; }
 };
 

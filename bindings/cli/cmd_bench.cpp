@@ -80,9 +80,13 @@ int run_bench(const BenchArgs& a) {
       bench::write_random_model(m, a.quick, dir);
     }
     const std::string out = tmp + "/" + m + ".json";
-    std::vector<std::string> cmd = {self_path(), "bench", "--child", m, "--child-dir", dir, "--child-out", out,
-                                    "--repeats", std::to_string(a.repeats), "--threads", std::to_string(a.threads),
-                                    "--device", a.device};
+    std::vector<std::string> cmd = {self_path(),   "bench",
+                                    "--child",     m,
+                                    "--child-dir", dir,
+                                    "--child-out", out,
+                                    "--repeats",   std::to_string(a.repeats),
+                                    "--threads",   std::to_string(a.threads),
+                                    "--device",    a.device};
     if (a.quick) cmd.push_back("--quick");
     for (const auto& s : a.sections) cmd.insert(cmd.end(), {"--sections", s});
     const int rc = run_process(cmd);
@@ -102,8 +106,15 @@ int run_bench(const BenchArgs& a) {
   else std::printf("%s", bench::format_tables(results).c_str());
 
   if (a.peer) {
-    std::vector<std::string> cmd = {"/usr/bin/env", "python3", bench::source_dir() + "/bench/peer_transformers.py",
-                                    "--graft", self_path(), "--repeats", std::to_string(a.repeats), "--threads", std::to_string(a.threads)};
+    std::vector<std::string> cmd = {"/usr/bin/env",
+                                    "python3",
+                                    bench::source_dir() + "/bench/peer_transformers.py",
+                                    "--graft",
+                                    self_path(),
+                                    "--repeats",
+                                    std::to_string(a.repeats),
+                                    "--threads",
+                                    std::to_string(a.threads)};
     if (a.quick) cmd.push_back("--quick");
     if (a.json) cmd.push_back("--json");
     cmd.insert(cmd.end(), {"--device", a.device});
@@ -125,8 +136,9 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--models", args->models, "subset of: gemma4-e2b llama-1b gpt2-small gemma4-facts")->delimiter(',');
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or mps: where the models and the reference figures run")
       ->capture_default_str();
-  cmd->add_option("--sections", args->sections,
-                  "measure only these (memory and the reference figures always): prefill decode statistics hooks editors")
+  cmd->add_option(
+         "--sections", args->sections,
+         "measure only these (memory and the reference figures always): prefill decode statistics hooks editors")
       ->delimiter(',')
       ->check(CLI::IsMember(bench::section_names()));
   cmd->add_option("--json-out", args->json_out, "also write the JSON results to FILE");

@@ -43,8 +43,8 @@ int run_edit(const EditArgs& a) {
   edits::EditOutcome outcome = editor.method == "rome" ? edits::rome_sequential(*model, requests, stats, editor.rome)
                                                        : edits::memit(*model, requests, stats, editor.memit);
   std::printf("%s: %zu request(s), %.2f s (templates %.2f, keys %.2f, v* optimisation %.2f, solve %.2f)\n",
-              editor.method.c_str(), requests.size(), outcome.seconds(), outcome.seconds_templates, outcome.seconds_keys,
-              outcome.seconds_values, outcome.seconds_solve);
+              editor.method.c_str(), requests.size(), outcome.seconds(), outcome.seconds_templates,
+              outcome.seconds_keys, outcome.seconds_values, outcome.seconds_solve);
   const edits::Patch patch = edits::make_patch(*model, std::move(outcome), editor.method, requests);
   patch.save(a.output);
   std::printf("wrote %s (%zu tensor update(s), checksum %s)\n", a.output.c_str(), patch.entries().size(),
@@ -64,7 +64,8 @@ Runner add_edit_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("edit", "Rewrite facts with ROME or MEMIT and write the change as a patch file");
   auto a = std::make_shared<EditArgs>();
   cmd->add_option("MODEL_DIR", a->dir, "Model directory")->required();
-  cmd->add_option("--requests", a->requests, "Edit requests (JSON list: prompt with {}, subject, target_new)")->required();
+  cmd->add_option("--requests", a->requests, "Edit requests (JSON list: prompt with {}, subject, target_new)")
+      ->required();
   auto* output = cmd->add_option("-o,--output", a->output, "Patch file to write");
   cmd->add_option("--limit", a->limit, "Use only the first N requests")->check(CLI::NonNegativeNumber);
   a->editor.add_options(cmd, /*with_method=*/true);

@@ -48,8 +48,8 @@ edits::EvaluationResult edit_and_evaluate(Model& model, const std::vector<edits:
     return outcome.updates;
   };
   auto progress = [&](size_t i, const edits::EvaluationResult& one) {
-    std::fprintf(stderr, "\r[%zu/%zu] %s: efficacy %.0f%%, paraphrase %.0f%%, neighborhood %.0f%%   ", i + 1, requests.size(),
-                 requests[i].subject.c_str(), 100 * one.efficacy.success, 100 * one.paraphrase.success,
+    std::fprintf(stderr, "\r[%zu/%zu] %s: efficacy %.0f%%, paraphrase %.0f%%, neighborhood %.0f%%   ", i + 1,
+                 requests.size(), requests[i].subject.c_str(), 100 * one.efficacy.success, 100 * one.paraphrase.success,
                  100 * one.neighborhood.success);
     if (i + 1 == requests.size()) std::fprintf(stderr, "\n");
   };
@@ -63,7 +63,8 @@ Runner add_eval_command(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
   cmd->add_option("MODEL_DIR", args->dir, "Model directory")->required();
   cmd->add_option("--requests,-r", args->requests, "JSON list of edit requests (CounterFact style)")->required();
-  cmd->add_option("--limit,-n", args->limit, "Evaluate only the first N requests (0: all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--limit,-n", args->limit, "Evaluate only the first N requests (0: all)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch-size", args->options.batch_size, "Sequences per forward pass (0: automatic)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -71,15 +72,17 @@ Runner add_eval_command(CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "float32, bfloat16 or float16 (default: the checkpoint's)");
   cmd->add_flag("--json", args->json, "Print the summary as JSON");
   cmd->add_flag("--per-request", args->per_request, "With --json: add every request's per-prompt probabilities");
-  cmd->add_option("--method", args->editor.method,
-                  "Edit first and score before and after: rome (one request at a time, restored between) or memit (all at once)")
+  cmd->add_option(
+         "--method", args->editor.method,
+         "Edit first and score before and after: rome (one request at a time, restored between) or memit (all at once)")
       ->check(CLI::IsMember({"rome", "memit"}))
       ->each([args](const std::string&) { args->edit = true; });
   args->editor.add_options(cmd, /*with_method=*/false);
   return [args]() {
     if (args->edit) args->editor.check_before_work();
     std::vector<edits::EditRequest> requests = edits::load_requests(args->requests);
-    if (args->limit > 0 && static_cast<size_t>(args->limit) < requests.size()) requests.resize(static_cast<size_t>(args->limit));
+    if (args->limit > 0 && static_cast<size_t>(args->limit) < requests.size())
+      requests.resize(static_cast<size_t>(args->limit));
     LoadOptions load;
     load.device = args->device;
     if (!args->dtype.empty()) load.dtype = parse_dtype(args->dtype);
@@ -101,8 +104,8 @@ Runner add_eval_command(CLI::App& app) {
       std::printf("%s\n", out.dump(2).c_str());
     } else if (after) {
       std::printf("%s (%s), %zu request(s), editing %.1f s\n\n%s", args->editor.method.c_str(),
-                  args->editor.method == "rome" ? "one edit at a time" : "all edits at once", requests.size(), seconds_editing,
-                  edits::format_comparison(before, *after).c_str());
+                  args->editor.method == "rome" ? "one edit at a time" : "all edits at once", requests.size(),
+                  seconds_editing, edits::format_comparison(before, *after).c_str());
     } else {
       std::printf("%s", edits::format_evaluation(before).c_str());
     }

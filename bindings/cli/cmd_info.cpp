@@ -12,8 +12,11 @@ namespace {
 
 nlohmann::json rope_json(const arch::RopeSpec& r) {
   if (r.kind == arch::RopeKind::None) return nullptr;
-  return {{"type", arch::rope_kind_name(r.kind)}, {"theta", r.theta}, {"dim", r.dim},
-          {"rotated_pairs", r.rotated_pairs}, {"factor", r.factor}};
+  return {{"type", arch::rope_kind_name(r.kind)},
+          {"theta", r.theta},
+          {"dim", r.dim},
+          {"rotated_pairs", r.rotated_pairs},
+          {"factor", r.factor}};
 }
 
 nlohmann::json info_json(const arch::Architecture& a, const std::string& dir) {
@@ -96,10 +99,8 @@ Runner add_info_command(CLI::App& app) {
   cmd->add_flag("--json", *as_json, "Print JSON instead of a table");
   return [dir, as_json]() {
     const auto a = arch::Architecture::from_model_dir(*dir);
-    if (*as_json)
-      std::printf("%s\n", info_json(*a, *dir).dump(2).c_str());
-    else
-      print_table(*a, *dir);
+    if (*as_json) std::printf("%s\n", info_json(*a, *dir).dump(2).c_str());
+    else print_table(*a, *dir);
     return 0;
   };
 }

@@ -37,8 +37,8 @@ void print_patch(const Patch& patch) {
   std::printf("\n%5s  %-8s %5s  %-14s %-7s  %s\n", "layer", "kind", "rank", "shape[out,in]", "layout", "tensor");
   for (const auto& e : patch.entries())
     std::printf("%5d  %-8s %5s  %-14s %-7s  %s\n", e.layer, edits::update_kind_name(e.kind),
-                e.kind == edits::UpdateKind::LowRank ? std::to_string(e.rank).c_str() : "-", shape_string(e.shape).c_str(),
-                edits::weight_layout_name(e.layout), e.tensor.c_str());
+                e.kind == edits::UpdateKind::LowRank ? std::to_string(e.rank).c_str() : "-",
+                shape_string(e.shape).c_str(), edits::weight_layout_name(e.layout), e.tensor.c_str());
   std::printf("\nbase fingerprints (SHA-256 of the stored bytes)\n");
   for (const auto& [name, t] : patch.base().tensors)
     std::printf("  %s  %s %s  %s\n", t.sha256.c_str(), t.dtype.c_str(), shape_string(t.shape).c_str(), name.c_str());
@@ -118,10 +118,8 @@ Runner add_patch_command(CLI::App& app) {
     const edits::DirectoryWriteOptions options{args->force};
     if (show->parsed()) {
       const Patch patch = Patch::load(args->patches.at(0));
-      if (args->json)
-        std::printf("%s\n", patch.header().dump(2).c_str());
-      else
-        print_patch(patch);
+      if (args->json) std::printf("%s\n", patch.header().dump(2).c_str());
+      else print_patch(patch);
       return 0;
     }
     if (apply->parsed()) {
@@ -140,10 +138,8 @@ Runner add_patch_command(CLI::App& app) {
     }
     const Patch patch = Patch::load(args->patches.at(0));
     const edits::VerifyReport report = edits::verify_patch_in_directory(args->model_dir, patch);
-    if (args->json)
-      std::printf("%s\n", verify_json(report, patch, args->model_dir).dump(2).c_str());
-    else
-      print_verify(report, patch, args->model_dir);
+    if (args->json) std::printf("%s\n", verify_json(report, patch, args->model_dir).dump(2).c_str());
+    else print_verify(report, patch, args->model_dir);
     return report.belongs && report.applied ? 0 : 1;
   };
 }

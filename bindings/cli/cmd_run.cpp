@@ -33,7 +33,8 @@ std::string printable(const std::string& text) {
 
 // The text `continuation` adds after `prompt`, spaces included: decoding a token alone would drop
 // the leading space a Metaspace tokenizer strips at the start of a text.
-std::string decode_after(const Tokenizer& tokenizer, std::vector<int64_t> prompt, const std::vector<int64_t>& continuation) {
+std::string decode_after(const Tokenizer& tokenizer, std::vector<int64_t> prompt,
+                         const std::vector<int64_t>& continuation) {
   const std::string before = tokenizer.decode(prompt, /*skip_special_tokens=*/true);
   prompt.insert(prompt.end(), continuation.begin(), continuation.end());
   const std::string after = tokenizer.decode(prompt, /*skip_special_tokens=*/true);
@@ -83,12 +84,18 @@ Runner add_run_command(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   cmd->add_option("MODEL_DIR", args->dir, "Model directory")->required();
   cmd->add_option("--prompt,-p", args->prompt, "Prompt text (BOS is added when the tokenizer config asks)")->required();
-  cmd->add_option("--max-new-tokens,-n", args->max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-k-show", args->top_k_show, "Instead of generating, show the K most likely next tokens")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-new-tokens,-n", args->max_new_tokens, "Tokens to generate")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k-show", args->top_k_show, "Instead of generating, show the K most likely next tokens")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or mps")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "float32, bfloat16 or float16 (default: the checkpoint's)");
-  cmd->add_option("--temperature", args->temperature, "0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-k", args->top_k, "Sample from the K most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature", args->temperature, "0 = greedy")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", args->top_k, "Sample from the K most likely tokens (0 = all)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", args->top_p, "Nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
   return [args]() {
@@ -100,10 +107,8 @@ Runner add_run_command(CLI::App& app) {
     std::vector<int64_t> ids = tokenizer.encode(args->prompt, /*add_special_tokens=*/true);
     if (ids.empty()) throw InputError("--prompt: encodes to no tokens");
     at::Tensor input = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).unsqueeze(0);
-    if (args->top_k_show > 0)
-      show_top_k(*model, input, args->top_k_show);
-    else
-      show_continuation(*model, input, *args);
+    if (args->top_k_show > 0) show_top_k(*model, input, args->top_k_show);
+    else show_continuation(*model, input, *args);
     return 0;
   };
 }

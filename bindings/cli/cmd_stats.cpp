@@ -23,9 +23,15 @@ Runner add_stats_command(CLI::App& app) {
   cmd->add_option("--corpus", a->corpus, "Text file, one text per line")->required();
   cmd->add_option("--layers", a->layers, "Layers, e.g. 0,1,2 or 0-2 (default: all)");
   cmd->add_option("-o,--output", a->output, "Statistics file to write (.safetensors)")->required();
-  cmd->add_option("--max-tokens", a->options.max_tokens, "Stop after this many tokens")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--window", a->options.window, "Tokens per sequence")->capture_default_str()->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--batch-size", a->options.batch_size, "Sequences per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--max-tokens", a->options.max_tokens, "Stop after this many tokens")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--window", a->options.window, "Tokens per sequence")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--batch-size", a->options.batch_size, "Sequences per forward pass")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--device", a->device, "cpu, cuda, cuda:N or mps")->capture_default_str();
   return [a]() {
     LoadOptions load;

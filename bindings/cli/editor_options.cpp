@@ -77,13 +77,17 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
   const auto& rv = rome.value;
   const auto& mv = memit.value;
   if (with_method)
-    cmd->add_option("--method", method, "rome or memit")->capture_default_str()->check(CLI::IsMember({"rome", "memit"}));
+    cmd->add_option("--method", method, "rome or memit")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"rome", "memit"}));
   cmd->add_option("--layers", layers, "Layers to edit (ROME: one; default: crown-scan's pick. MEMIT: e.g. 0-2)");
   cmd->add_option("--stats", stats, "Statistics from `graft stats` holding those layers");
-  cmd->add_option("--fact-token", fact_token,
-                  "last (published), traced (the subject token causal tracing picks) or subject (every subject token: a "
-                  "rank-P update); default " +
-                      both_defaults<std::string>(edits::fact_token_name(rome.fact_token), edits::fact_token_name(memit.fact_token)))
+  cmd->add_option(
+         "--fact-token", fact_token,
+         "last (published), traced (the subject token causal tracing picks) or subject (every subject token: a "
+         "rank-P update); default " +
+             both_defaults<std::string>(edits::fact_token_name(rome.fact_token),
+                                        edits::fact_token_name(memit.fact_token)))
       ->check(CLI::IsMember({"last", "traced", "subject"}));
   cmd->add_option("--traced-tokens", traced_tokens,
                   "With --fact-token traced: edit the K subject tokens that restore the answer best (default " +
@@ -92,9 +96,11 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
   cmd->add_option("--steps", steps, "Value-optimisation steps (default " + both_defaults(rv.steps, mv.steps) + ")")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--lr", learning_rate,
-                  "Value-optimisation learning rate (default " + both_defaults(rv.learning_rate, mv.learning_rate) + ")")
+                  "Value-optimisation learning rate (default " + both_defaults(rv.learning_rate, mv.learning_rate) +
+                      ")")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--clamp", clamp, "Norm clamp factor (default " + both_defaults(rv.clamp_norm_factor, mv.clamp_norm_factor) + ")")
+  cmd->add_option("--clamp", clamp,
+                  "Norm clamp factor (default " + both_defaults(rv.clamp_norm_factor, mv.clamp_norm_factor) + ")")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--kl-factor", kl_factor, "KL weight (default " + both_defaults(rv.kl_factor, mv.kl_factor) + ")")
       ->check(CLI::NonNegativeNumber);
@@ -102,31 +108,37 @@ void EditorArgs::add_options(CLI::App* cmd, bool with_method) {
                   "The bare prompt's share of the value objective, prefixed contexts sharing the rest (default " +
                       both_defaults(rv.bare_prompt_weight, mv.bare_prompt_weight) + "; -1: all contexts equal)")
       ->check(kBareWeight);
-  cmd->add_option("--leakage-weight", leakage_weight,
-                  "ROME, MEMIT with --memit-targets joint: weight of the update's expected change of the MLP output over "
-                  "the statistics' tokens in the value objective (default " +
-                      both_defaults(rv.leakage_weight, mv.leakage_weight) + "; 0: off)")
+  cmd->add_option(
+         "--leakage-weight", leakage_weight,
+         "ROME, MEMIT with --memit-targets joint: weight of the update's expected change of the MLP output over "
+         "the statistics' tokens in the value objective (default " +
+             both_defaults(rv.leakage_weight, mv.leakage_weight) + "; 0: off)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--lambda", covariance_weight, "MEMIT covariance weight (default " + shown(memit.covariance_weight) + ")")
+  cmd->add_option("--lambda", covariance_weight,
+                  "MEMIT covariance weight (default " + shown(memit.covariance_weight) + ")")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--original-keys,!--consistent-keys", original_keys,
                 std::string("ROME as originally coded (bare-prompt keys in the constraint); default ") +
                     (rome.consistent_keys ? "--consistent-keys" : "--original-keys"));
   cmd->add_flag("--through-update,!--no-through-update", through_update,
-                std::string("ROME: optimise the values through the rank-P update they imply, at every position of every prompt "
-                            "(MEMIT's counterpart: --memit-targets joint); default ") +
+                std::string(
+                    "ROME: optimise the values through the rank-P update they imply, at every position of every prompt "
+                    "(MEMIT's counterpart: --memit-targets joint); default ") +
                     (rome.through_update ? "on" : "off"));
-  cmd->add_option("--memit-targets", memit_targets,
-                  "MEMIT: residual (published: z* at the last layer, split), per-layer (v* re-optimised at each layer's MLP "
-                  "output, for sandwich norms), joint (values optimised through the update the solve makes of them) or auto "
-                  "(default " + std::string(edits::memit_targets_name(memit.targets)) + ")")
+  cmd->add_option(
+         "--memit-targets", memit_targets,
+         "MEMIT: residual (published: z* at the last layer, split), per-layer (v* re-optimised at each layer's MLP "
+         "output, for sandwich norms), joint (values optimised through the update the solve makes of them) or auto "
+         "(default " +
+             std::string(edits::memit_targets_name(memit.targets)) + ")")
       ->check(CLI::IsMember({"auto", "residual", "per-layer", "joint"}));
 }
 
 void EditorArgs::check_before_work() const {
   if (stats.empty()) throw InputError("--stats: editing needs the statistics from `graft stats` for the edited layers");
   if (through_update.value_or(false) && method != "rome")
-    throw InputError("--through-update: a ROME option; MEMIT optimises its values through the update with --memit-targets joint");
+    throw InputError(
+        "--through-update: a ROME option; MEMIT optimises its values through the update with --memit-targets joint");
 }
 
 namespace {

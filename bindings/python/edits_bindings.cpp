@@ -48,16 +48,21 @@ py::dict entry_dict(const ed::PatchEntry& e) {
 }
 
 void bind_requests(py::module_& m) {
-  py::class_<ed::NeighborhoodPrompt>(m, "NeighborhoodPrompt", "A prompt about another subject and the answer it must keep")
+  py::class_<ed::NeighborhoodPrompt>(m, "NeighborhoodPrompt",
+                                     "A prompt about another subject and the answer it must keep")
       .def_readonly("prompt", &ed::NeighborhoodPrompt::prompt)
       .def_readonly("target", &ed::NeighborhoodPrompt::target);
 
-  py::class_<ed::EditRequest>(m, "EditRequest",
-                              "A CounterFact-style edit request: prompt template with {}, subject, new (and true) target")
+  py::class_<ed::EditRequest>(
+      m, "EditRequest", "A CounterFact-style edit request: prompt template with {}, subject, new (and true) target")
       .def_static("from_dict", &request_from_dict, py::arg("fields"),
                   "Build and check one request from a dict with the keys of tests/data/facts/requests.json")
-      .def_static("load", [](const py::object& path) { return ed::load_requests(fspath(path)); }, py::arg("path"), "Read a JSON file of requests (an array or one object)")
-      .def("to_dict", [](const ed::EditRequest& r) { return to_python(ed::request_to_json(r)); }, "The request as a dict")
+      .def_static(
+          "load", [](const py::object& path) { return ed::load_requests(fspath(path)); }, py::arg("path"),
+          "Read a JSON file of requests (an array or one object)")
+      .def(
+          "to_dict", [](const ed::EditRequest& r) { return to_python(ed::request_to_json(r)); },
+          "The request as a dict")
       .def("filled_prompt", &ed::EditRequest::filled_prompt, "The prompt with the subject in place of {}")
       .def_readonly("case_id", &ed::EditRequest::case_id)
       .def_readonly("relation", &ed::EditRequest::relation)
@@ -83,15 +88,23 @@ void bind_statistics(py::module_& m) {
           },
           py::arg("model"), py::arg("texts"), py::arg("options") = ed::StatsOptions(),
           "Run the model over texts and accumulate k k^T (options.layers: [] = all)")
-      .def_static("read_corpus", [](const py::object& path) { return ed::KeyStatistics::read_corpus(fspath(path)); }, py::arg("path"), "One text per non-blank line of a file")
-      .def_static("load", [](const py::object& path, const Model& model) { return ed::KeyStatistics::load(fspath(path), model); }, py::arg("path"), py::arg("model"),
-                  "Load statistics saved for this model; GraftError naming the file and layer otherwise")
-      .def("save", [](const ed::KeyStatistics& s, const py::object& path) { s.save(fspath(path)); }, py::arg("path"), "Write the statistics as safetensors")
+      .def_static(
+          "read_corpus", [](const py::object& path) { return ed::KeyStatistics::read_corpus(fspath(path)); },
+          py::arg("path"), "One text per non-blank line of a file")
+      .def_static(
+          "load",
+          [](const py::object& path, const Model& model) { return ed::KeyStatistics::load(fspath(path), model); },
+          py::arg("path"), py::arg("model"),
+          "Load statistics saved for this model; GraftError naming the file and layer otherwise")
+      .def(
+          "save", [](const ed::KeyStatistics& s, const py::object& path) { s.save(fspath(path)); }, py::arg("path"),
+          "Write the statistics as safetensors")
       .def("has_layer", &ed::KeyStatistics::has_layer, py::arg("layer"), "Whether the layer was collected")
       .def_property_readonly("layers", &ed::KeyStatistics::layers, "The collected layers")
       .def("second_moment", &ed::KeyStatistics::second_moment, py::arg("layer"), "E[k k^T], float64 [I, I] on the CPU")
       .def_property_readonly("tokens", &ed::KeyStatistics::tokens, "Tokens accumulated")
-      .def_property_readonly("model_type", &ed::KeyStatistics::model_type, "config.json model_type they were collected on")
+      .def_property_readonly("model_type", &ed::KeyStatistics::model_type,
+                             "config.json model_type they were collected on")
       .def("__repr__", [](const ed::KeyStatistics& s) {
         return "<graft.KeyStatistics " + s.model_type() + " layers=" + std::to_string(s.layers().size()) +
                " tokens=" + std::to_string(s.tokens()) + ">";
@@ -111,7 +124,8 @@ void bind_crown_scan(py::module_& m) {
       .def_readonly("window_first", &ed::CrownLayer::window_first)
       .def_readonly("window_last", &ed::CrownLayer::window_last);
 
-  py::class_<ed::CrownScanResult>(m, "CrownScanResult", "Where a model keeps a fact: per-layer effects and the picked layer")
+  py::class_<ed::CrownScanResult>(m, "CrownScanResult",
+                                  "Where a model keeps a fact: per-layer effects and the picked layer")
       .def_readonly("prompt_template", &ed::CrownScanResult::prompt_template)
       .def_readonly("subject", &ed::CrownScanResult::subject)
       .def_readonly("prompt", &ed::CrownScanResult::prompt)
@@ -134,7 +148,8 @@ void bind_crown_scan(py::module_& m) {
       .def_readonly("picked_by", &ed::CrownScanResult::picked_by)
       .def_readonly("seconds", &ed::CrownScanResult::seconds)
       .def_readonly("forwards", &ed::CrownScanResult::forwards)
-      .def("to_dict", [](const ed::CrownScanResult& r) { return to_python(ed::to_json(r)); }, "The result as a dict")
+      .def(
+          "to_dict", [](const ed::CrownScanResult& r) { return to_python(ed::to_json(r)); }, "The result as a dict")
       .def("__str__", &ed::format_crown_scan, "The text report: one row per layer and the picks")
       .def("__repr__", [](const ed::CrownScanResult& r) {
         return "<graft.CrownScanResult " + r.prompt + " picked_layer=" + std::to_string(r.picked_layer) + ">";
@@ -148,46 +163,59 @@ void bind_crown_scan(py::module_& m) {
         return ed::crown_scan(model, prompt, subject, std::move(expect), options);
       },
       py::arg("model"), py::arg("prompt"), py::arg("subject"), py::arg("expect") = py::none(),
-      py::arg("options") = ed::CrownScanOptions(), "Per-layer ablation and causal tracing of a fact at the subject's last token");
+      py::arg("options") = ed::CrownScanOptions(),
+      "Per-layer ablation and causal tracing of a fact at the subject's last token");
 }
 
 void bind_patch(py::module_& m) {
-  py::class_<ed::Patch, std::shared_ptr<ed::Patch>>(m, "Patch",
-                                                   "Weight updates of MLP down projections for one base model (a patch file)")
-      .def_static("load", [](const py::object& path) { return ed::Patch::load(fspath(path)); }, py::arg("path"), "Read and validate a patch file; GraftError naming the problem")
-      .def("save", [](const ed::Patch& p, const py::object& path) { p.save(fspath(path)); }, py::arg("path"), "Write the patch file atomically")
+  py::class_<ed::Patch, std::shared_ptr<ed::Patch>>(
+      m, "Patch", "Weight updates of MLP down projections for one base model (a patch file)")
+      .def_static(
+          "load", [](const py::object& path) { return ed::Patch::load(fspath(path)); }, py::arg("path"),
+          "Read and validate a patch file; GraftError naming the problem")
+      .def(
+          "save", [](const ed::Patch& p, const py::object& path) { p.save(fspath(path)); }, py::arg("path"),
+          "Write the patch file atomically")
       .def_property_readonly("checksum", &ed::Patch::checksum, "SHA-256 of the body: identifies the patch")
-      .def_property_readonly("method", [](const ed::Patch& p) { return p.provenance().method; }, "rome, memit, ...")
+      .def_property_readonly(
+          "method", [](const ed::Patch& p) { return p.provenance().method; }, "rome, memit, ...")
       .def_property_readonly("created", &ed::Patch::created, "ISO 8601 UTC")
       .def_property_readonly("graft_version", &ed::Patch::graft_version)
       .def_property_readonly("source", &ed::Patch::source, "The file it was loaded from, or empty")
-      .def_property_readonly("model_type", [](const ed::Patch& p) { return p.base().model_type; }, "Base model's model_type")
-      .def_property_readonly("entries",
-                             [](const ed::Patch& p) {
-                               py::list out;
-                               for (const auto& e : p.entries()) out.append(entry_dict(e));
-                               return out;
-                             },
-                             "One dict per touched tensor: tensor, layer, kind, shape, layout, rank")
-      .def("delta",
-           [](const ed::Patch& p, const std::string& tensor) {
-             for (const auto& e : p.entries())
-               if (e.tensor == tensor) return e.logical_delta();
-             throw graft::InputError("the patch does not touch \"" + tensor + "\"");
-           },
-           py::arg("tensor"), "dW of one tensor, [out, in] float64")
-      .def_property_readonly("requests", [](const ed::Patch& p) { return to_python(p.provenance().requests); },
-                             "The edit requests it was made from")
-      .def_property_readonly("hyperparameters", [](const ed::Patch& p) { return to_python(p.provenance().hyperparameters); })
-      .def_property_readonly("notes", [](const ed::Patch& p) { return to_python(p.provenance().notes); },
-                             "Diagnostics the editor recorded")
-      .def("header", [](const ed::Patch& p) { return to_python(p.header()); }, "The JSON header as stored")
+      .def_property_readonly(
+          "model_type", [](const ed::Patch& p) { return p.base().model_type; }, "Base model's model_type")
+      .def_property_readonly(
+          "entries",
+          [](const ed::Patch& p) {
+            py::list out;
+            for (const auto& e : p.entries()) out.append(entry_dict(e));
+            return out;
+          },
+          "One dict per touched tensor: tensor, layer, kind, shape, layout, rank")
+      .def(
+          "delta",
+          [](const ed::Patch& p, const std::string& tensor) {
+            for (const auto& e : p.entries())
+              if (e.tensor == tensor) return e.logical_delta();
+            throw graft::InputError("the patch does not touch \"" + tensor + "\"");
+          },
+          py::arg("tensor"), "dW of one tensor, [out, in] float64")
+      .def_property_readonly(
+          "requests", [](const ed::Patch& p) { return to_python(p.provenance().requests); },
+          "The edit requests it was made from")
+      .def_property_readonly("hyperparameters",
+                             [](const ed::Patch& p) { return to_python(p.provenance().hyperparameters); })
+      .def_property_readonly(
+          "notes", [](const ed::Patch& p) { return to_python(p.provenance().notes); },
+          "Diagnostics the editor recorded")
+      .def(
+          "header", [](const ed::Patch& p) { return to_python(p.header()); }, "The JSON header as stored")
       .def_property_readonly("max_abs_delta", &ed::Patch::max_abs_delta, "Largest |dW| element")
       .def("__eq__", [](const ed::Patch& a, const ed::Patch& b) { return a.checksum() == b.checksum(); })
       .def("__hash__", [](const ed::Patch& p) { return py::hash(py::str(p.checksum())); })
       .def("__repr__", [](const ed::Patch& p) {
-        return "<graft.Patch " + p.provenance().method + " " + p.base().model_type + " entries=" +
-               std::to_string(p.entries().size()) + " checksum=" + p.checksum().substr(0, 12) + ">";
+        return "<graft.Patch " + p.provenance().method + " " + p.base().model_type +
+               " entries=" + std::to_string(p.entries().size()) + " checksum=" + p.checksum().substr(0, 12) + ">";
       });
 
   m.def("patch_mismatch", &ed::patch_mismatch, py::arg("model"), py::arg("patch"),
@@ -197,7 +225,8 @@ void bind_patch(py::module_& m) {
 void bind_patch_application(py::module_& m) {
   py::class_<ed::PatchStack>(m, "PatchStack", "Patches applied in memory to one model, revertible bit for bit")
       .def(py::init<Model&>(), py::arg("model"), py::keep_alive<1, 2>())
-      .def("apply", &ed::PatchStack::apply, py::arg("patch"), "Apply; GraftError (model unchanged) when it does not belong")
+      .def("apply", &ed::PatchStack::apply, py::arg("patch"),
+           "Apply; GraftError (model unchanged) when it does not belong")
       .def("revert", &ed::PatchStack::revert, py::arg("patch"), "Restore the tensors the patch touched")
       .def("revert_all", &ed::PatchStack::revert_all, "Revert every patch, newest first")
       .def("is_applied", &ed::PatchStack::is_applied, py::arg("patch"))
@@ -205,8 +234,8 @@ void bind_patch_application(py::module_& m) {
 
   m.def(
       "apply_patches_to_directory",
-      [](const std::string& model_dir, const std::vector<std::shared_ptr<ed::Patch>>& patches, const std::string& out_dir,
-         bool overwrite) {
+      [](const std::string& model_dir, const std::vector<std::shared_ptr<ed::Patch>>& patches,
+         const std::string& out_dir, bool overwrite) {
         std::vector<ed::Patch> list;
         for (const auto& p : patches) list.push_back(*p);
         ed::DirectoryWriteOptions options;
@@ -241,14 +270,16 @@ void bind_patch_application(py::module_& m) {
         return d;
       },
       py::arg("model_dir"), py::arg("patch"), "Does the patch belong to the directory's model, and is it applied?");
-  m.def("read_patch_record", [](const std::string& model_dir) { return to_python(ed::read_patch_record(model_dir)); },
-        py::arg("model_dir"), "The graft_patches.json record of a patched directory, or None");
+  m.def(
+      "read_patch_record", [](const std::string& model_dir) { return to_python(ed::read_patch_record(model_dir)); },
+      py::arg("model_dir"), "The graft_patches.json record of a patched directory, or None");
 }
 
 void bind_editors(py::module_& m) {
   m.def(
       "rome",
-      [](const Model& model, const ed::EditRequest& request, const ed::KeyStatistics& stats, const ed::RomeOptions& options) {
+      [](const Model& model, const ed::EditRequest& request, const ed::KeyStatistics& stats,
+         const ed::RomeOptions& options) {
         py::gil_scoped_release release;
         return ed::make_patch(model, ed::rome(model, request, stats, options), "rome", {request});
       },
@@ -274,7 +305,8 @@ void bind_evaluation(py::module_& m) {
       .def_readonly("compared", &ed::PromptScore::compared)
       .def_property_readonly("success", &ed::PromptScore::success)
       .def_property_readonly("magnitude", &ed::PromptScore::magnitude);
-  py::class_<ed::RequestEvaluation>(m, "RequestEvaluation", "Scores of one request's rewrite, paraphrase and neighbour prompts")
+  py::class_<ed::RequestEvaluation>(m, "RequestEvaluation",
+                                    "Scores of one request's rewrite, paraphrase and neighbour prompts")
       .def_readonly("case_id", &ed::RequestEvaluation::case_id)
       .def_readonly("subject", &ed::RequestEvaluation::subject)
       .def_readonly("target_new", &ed::RequestEvaluation::target_new)
@@ -289,11 +321,11 @@ void bind_evaluation(py::module_& m) {
       .def_readonly("requests", &ed::MetricSummary::requests)
       .def_readonly("prompts", &ed::MetricSummary::prompts)
       .def("__repr__", [](const ed::MetricSummary& s) {
-        return "<graft.MetricSummary success=" + std::to_string(s.success) + " magnitude=" + std::to_string(s.magnitude) +
-               " top1=" + std::to_string(s.top1) + ">";
+        return "<graft.MetricSummary success=" + std::to_string(s.success) +
+               " magnitude=" + std::to_string(s.magnitude) + " top1=" + std::to_string(s.top1) + ">";
       });
-  py::class_<ed::EvaluationResult>(m, "EvaluationResult",
-                                   "CounterFact-style scores: efficacy, paraphrase, neighborhood and their harmonic mean")
+  py::class_<ed::EvaluationResult>(
+      m, "EvaluationResult", "CounterFact-style scores: efficacy, paraphrase, neighborhood and their harmonic mean")
       .def_property_readonly("requests", [](ed::EvaluationResult& self) { return self.requests; })
       .def_readonly("efficacy", &ed::EvaluationResult::efficacy)
       .def_readonly("paraphrase", &ed::EvaluationResult::paraphrase)
@@ -302,11 +334,14 @@ void bind_evaluation(py::module_& m) {
       .def_readonly("sequences", &ed::EvaluationResult::sequences)
       .def_readonly("forwards", &ed::EvaluationResult::forwards)
       .def_readonly("seconds", &ed::EvaluationResult::seconds)
-      .def("to_dict", [](const ed::EvaluationResult& r, bool per_request) { return to_python(ed::to_json(r, per_request)); },
-           py::arg("per_request") = true, "{'summary': ..., 'requests': [...]}")
+      .def(
+          "to_dict",
+          [](const ed::EvaluationResult& r, bool per_request) { return to_python(ed::to_json(r, per_request)); },
+          py::arg("per_request") = true, "{'summary': ..., 'requests': [...]}")
       .def("__str__", &ed::format_evaluation, "The summary table in percent")
       .def("__repr__", [](const ed::EvaluationResult& r) {
-        return "<graft.EvaluationResult score=" + std::to_string(r.score) + " requests=" + std::to_string(r.requests.size()) + ">";
+        return "<graft.EvaluationResult score=" + std::to_string(r.score) +
+               " requests=" + std::to_string(r.requests.size()) + ">";
       });
 
   m.def(

@@ -21,8 +21,11 @@ namespace {
 template <typename Options, typename Class>
 void add_common(Class& cls, const char* name) {
   cls.def(py::init<>(), "The defaults (the values graft uses when none is given)")
-      .def("to_dict", [](const Options& o) { return graft::bindings::to_python(ed::to_json(o)); }, "Every field, as a dict")
-      .def("__repr__", [name](const Options& o) { return std::string("<graft.") + name + " " + ed::to_json(o).dump() + ">"; });
+      .def(
+          "to_dict", [](const Options& o) { return graft::bindings::to_python(ed::to_json(o)); },
+          "Every field, as a dict")
+      .def("__repr__",
+           [name](const Options& o) { return std::string("<graft.") + name + " " + ed::to_json(o).dump() + ">"; });
 }
 
 // The fields every editor shares (EditorOptions), on an editor's options class.
@@ -58,7 +61,8 @@ void bind_value_and_trace_options(py::module_& m) {
       .def_readwrite("kl_factor", &ed::ValueOptions::kl_factor)
       .def_readwrite("clamp_norm_factor", &ed::ValueOptions::clamp_norm_factor)
       .def_readwrite("stop_loss", &ed::ValueOptions::stop_loss)
-      .def_readwrite("bare_prompt_weight", &ed::ValueOptions::bare_prompt_weight, "negative: every context counts the same")
+      .def_readwrite("bare_prompt_weight", &ed::ValueOptions::bare_prompt_weight,
+                     "negative: every context counts the same")
       .def_readwrite("leakage_weight", &ed::ValueOptions::leakage_weight);
 
   py::class_<ed::TraceOptions> trace(m, "TraceOptions", "The corruption causal tracing uses");

@@ -69,12 +69,11 @@ std::map<std::string, std::string> read_weight_map(const fs::path& index_path) {
                         shard.type_name());
     const fs::path shard_path(shard.get<std::string>());
     // A shard must live inside the model directory; an index pointing elsewhere is corrupt or hostile.
-    const bool escapes = shard_path.is_absolute() ||
-                         std::any_of(shard_path.begin(), shard_path.end(),
-                                     [](const fs::path& part) { return part == ".."; });
+    const bool escapes = shard_path.is_absolute() || std::any_of(shard_path.begin(), shard_path.end(),
+                                                                 [](const fs::path& part) { return part == ".."; });
     if (shard_path.empty() || escapes)
-      throw FormatError(where + ": tensor " + detail::quoted(name) + ": shard " +
-                        detail::quoted(shard_path.string()) + " is not a file name inside the model directory");
+      throw FormatError(where + ": tensor " + detail::quoted(name) + ": shard " + detail::quoted(shard_path.string()) +
+                        " is not a file name inside the model directory");
     weight_map.emplace(name, shard_path.string());
   }
   if (weight_map.empty()) throw FormatError(where + ": \"weight_map\" is empty");
@@ -102,8 +101,8 @@ std::vector<std::string> find_unindexed_shards(const fs::path& dir) {
   const long total = *totals.begin();
   for (long n = 1; n <= total; ++n)
     if (by_number.count(n) == 0)
-      throw InputError(context + " are incomplete: shard " + std::to_string(n) + " of " +
-                       std::to_string(total) + " is missing");
+      throw InputError(context + " are incomplete: shard " + std::to_string(n) + " of " + std::to_string(total) +
+                       " is missing");
   if (static_cast<long>(by_number.size()) != total)
     throw FormatError(context + " include numbers outside 1.." + std::to_string(total));
   std::vector<std::string> shards;
@@ -143,8 +142,7 @@ struct Layout {
   }
 };
 
-[[noreturn]] void throw_missing_shard(const fs::path& index_path, const fs::path& shard_path,
-                                      const std::string& shard,
+[[noreturn]] void throw_missing_shard(const fs::path& index_path, const fs::path& shard_path, const std::string& shard,
                                       const std::map<std::string, std::string>& weight_map) {
   std::string example;
   for (const auto& [name, listed_shard] : weight_map)
@@ -152,9 +150,8 @@ struct Layout {
       example = name;
       break;
     }
-  throw FormatError(index_path.string() + ": shard " + detail::quoted(shard) + " (holding " +
-                    detail::quoted(example) + ", ...) is missing: " + shard_path.string() +
-                    " does not exist");
+  throw FormatError(index_path.string() + ": shard " + detail::quoted(shard) + " (holding " + detail::quoted(example) +
+                    ", ...) is missing: " + shard_path.string() + " does not exist");
 }
 
 Layout open_indexed(const fs::path& dir, const fs::path& index_path) {
@@ -191,8 +188,8 @@ Layout open_layout(const std::string& model_dir) {
   if (is_file(dir / kIndexFile)) return open_indexed(dir, dir / kIndexFile);
   const auto shards = find_unindexed_shards(dir);
   if (shards.empty())
-    throw InputError(model_dir + ": no " + kSingleFile + " and no " + kIndexFile + " (" +
-                     list_safetensors_files(dir) + ")");
+    throw InputError(model_dir + ": no " + kSingleFile + " and no " + kIndexFile + " (" + list_safetensors_files(dir) +
+                     ")");
   for (const auto& shard : shards) layout.add_whole_file(model_dir, dir / shard);
   return layout;
 }

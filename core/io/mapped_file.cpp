@@ -57,8 +57,7 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   return file;
 }
 
-std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<std::byte> bytes,
-                                                   const std::string& name) {
+std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<std::byte> bytes, const std::string& name) {
   std::shared_ptr<MappedFile> file(new MappedFile());
   file->path_ = name;
   file->owned_ = std::move(bytes);

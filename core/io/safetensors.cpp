@@ -33,8 +33,7 @@ constexpr const char* kMetadataKey = "__metadata__";
   throw FormatError(path + ": " + problem);
 }
 
-[[noreturn]] void fail_tensor(const std::string& path, const std::string& name,
-                              const std::string& problem) {
+[[noreturn]] void fail_tensor(const std::string& path, const std::string& name, const std::string& problem) {
   throw FormatError(path + ": tensor " + detail::quoted(name) + ": " + problem);
 }
 
@@ -55,8 +54,8 @@ size_t read_header_length(const MappedFile& file) {
     fail(path, "header length " + std::to_string(length) + " runs past the end of the file (" +
                    std::to_string(file.size()) + " bytes; file is truncated or not safetensors?)");
   if (length > kMaxHeaderBytes)
-    fail(path, "header length " + std::to_string(length) + " is absurd (limit " +
-                   std::to_string(kMaxHeaderBytes) + " bytes)");
+    fail(path, "header length " + std::to_string(length) + " is absurd (limit " + std::to_string(kMaxHeaderBytes) +
+                   " bytes)");
   return static_cast<size_t>(length);
 }
 
@@ -116,7 +115,7 @@ class HeaderScan {
     return true;
   }
 
-  std::vector<bool> open_is_object_;                     // one entry per open container
+  std::vector<bool> open_is_object_;                    // one entry per open container
   std::vector<std::set<std::string>> keys_per_object_;  // one set per open object
   std::vector<std::string> top_level_keys_;
   std::string problem_;
@@ -222,8 +221,7 @@ Offsets parse_offsets(const std::string& path, const std::string& name, const Js
     fail_tensor(path, name, "\"data_offsets\" " + excerpt(*it) + " must be [begin, end]");
   const auto begin = non_negative_integer((*it)[0], std::numeric_limits<uint64_t>::max());
   const auto end = non_negative_integer((*it)[1], std::numeric_limits<uint64_t>::max());
-  if (!begin || !end)
-    fail_tensor(path, name, "\"data_offsets\" " + excerpt(*it) + " must be non-negative integers");
+  if (!begin || !end) fail_tensor(path, name, "\"data_offsets\" " + excerpt(*it) + " must be non-negative integers");
   return {*begin, *end};
 }
 
@@ -233,12 +231,12 @@ void check_offsets(const std::string& path, const TensorView& view, const Offset
   const std::string where = "data_offsets " + offsets.text();
   if (offsets.begin > offsets.end) fail_tensor(path, view.name, where + ": begin is after end");
   if (offsets.end > data_section_bytes)
-    fail_tensor(path, view.name, where + " end past the end of the file (the data section has " +
-                                     std::to_string(data_section_bytes) + " bytes; file is truncated?)");
+    fail_tensor(path, view.name,
+                where + " end past the end of the file (the data section has " + std::to_string(data_section_bytes) +
+                    " bytes; file is truncated?)");
   // numel fits in int64 (parse_shape); times a dtype size of at most 8 it may still overflow.
   uint64_t expected = 0;
-  const bool overflow =
-      __builtin_mul_overflow(static_cast<uint64_t>(view.numel()), dtype_size(view.dtype), &expected);
+  const bool overflow = __builtin_mul_overflow(static_cast<uint64_t>(view.numel()), dtype_size(view.dtype), &expected);
   if (overflow || offsets.end - offsets.begin != expected)
     fail_tensor(path, view.name,
                 where + " hold " + std::to_string(offsets.end - offsets.begin) + " bytes but " +
@@ -252,11 +250,9 @@ struct Placed {
 };
 
 // Two tensors sharing bytes would let a patch to one silently change the other.
-void check_no_overlap(const std::string& path, const std::vector<TensorView>& tensors,
-                      std::vector<Placed> placed) {
+void check_no_overlap(const std::string& path, const std::vector<TensorView>& tensors, std::vector<Placed> placed) {
   std::sort(placed.begin(), placed.end(), [](const Placed& a, const Placed& b) {
-    return a.offsets.begin != b.offsets.begin ? a.offsets.begin < b.offsets.begin
-                                              : a.offsets.end < b.offsets.end;
+    return a.offsets.begin != b.offsets.begin ? a.offsets.begin < b.offsets.begin : a.offsets.end < b.offsets.end;
   });
   const Placed* furthest = nullptr;  // the non-empty tensor reaching furthest so far
   for (const auto& current : placed) {
@@ -290,8 +286,7 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
       result.metadata_ = parse_metadata(path, entry);
       continue;
     }
-    if (!entry.is_object())
-      fail_tensor(path, name, std::string("entry must be an object, not ") + entry.type_name());
+    if (!entry.is_object()) fail_tensor(path, name, std::string("entry must be an object, not ") + entry.type_name());
     TensorView view;
     view.name = name;
     view.dtype = parse_entry_dtype(path, name, entry);

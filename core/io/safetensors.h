@@ -28,8 +28,7 @@ class MappedFile {
   static std::shared_ptr<MappedFile> open(const std::string& path);
   // A MappedFile over bytes already in memory (no file behind it): the fuzz target and tests parse
   // generated buffers with it. `name` stands in for the path in error messages. `bytes` may be empty.
-  static std::shared_ptr<MappedFile> from_bytes(std::vector<std::byte> bytes,
-                                                const std::string& name = "<memory>");
+  static std::shared_ptr<MappedFile> from_bytes(std::vector<std::byte> bytes, const std::string& name = "<memory>");
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -55,8 +54,8 @@ struct TensorView {
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
   size_t nbytes = 0;
-  std::byte* data = nullptr;           // points into `file`'s mapping
-  std::shared_ptr<MappedFile> file;    // keeps the mapping alive
+  std::byte* data = nullptr;         // points into `file`'s mapping
+  std::shared_ptr<MappedFile> file;  // keeps the mapping alive
   int64_t numel() const;
 };
 
@@ -73,7 +72,7 @@ class SafetensorsFile {
   const std::string& path() const;
   // "File order" is the order of the entries in the header, which for files written by graft or by
   // Python's safetensors is also the order of the data.
-  std::vector<std::string> names() const;  // in file order
+  std::vector<std::string> names() const;                              // in file order
   const std::vector<TensorView>& tensors() const { return tensors_; }  // in file order
   bool contains(const std::string& name) const;
   const TensorView& get(const std::string& name) const;  // throws InputError naming file and tensor

@@ -94,8 +94,7 @@ std::string length_prefix(uint64_t length) {
 // The temporary file: removed on destruction unless commit() renamed it into place.
 class AtomicFile {
  public:
-  explicit AtomicFile(const std::string& path)
-      : path_(path), temp_path_(path + ".tmp." + std::to_string(::getpid())) {
+  explicit AtomicFile(const std::string& path) : path_(path), temp_path_(path + ".tmp." + std::to_string(::getpid())) {
     do {
       fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     } while (fd_ < 0 && errno == EINTR);
@@ -126,8 +125,7 @@ class AtomicFile {
     const int fd = fd_;
     fd_ = -1;
     if (::close(fd) != 0) fail("cannot close " + temp_path_, errno);
-    if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
-      fail("cannot rename " + temp_path_ + " to " + path_, errno);
+    if (::rename(temp_path_.c_str(), path_.c_str()) != 0) fail("cannot rename " + temp_path_ + " to " + path_, errno);
     committed_ = true;
     sync_directory();
   }

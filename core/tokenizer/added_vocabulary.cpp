@@ -151,7 +151,8 @@ std::vector<AddedVocabulary::Split> AddedVocabulary::find_matches(std::string_vi
   std::size_t start_offset = 0;
   for (std::size_t pos = 0; pos < text.size() && !trie.empty();) {
     int64_t id = -1;
-    const std::size_t len = trie.may_start_with(static_cast<unsigned char>(text[pos])) ? trie.longest_at(text, pos, id) : 0;
+    const std::size_t len = trie.may_start_with(static_cast<unsigned char>(text[pos])) ? trie.longest_at(text, pos, id)
+                                                                                       : 0;
     if (len == 0) {
       ++pos;
       continue;

@@ -80,8 +80,8 @@ class AddedVocabulary {
   void build_tries();
   std::vector<Split> find_matches(std::string_view text, const TokenTrie& trie) const;
 
-  std::vector<Token> tokens_;                          // one per id, in id order of addition
-  std::unordered_map<int64_t, std::size_t> by_id_;     // id -> index into tokens_
+  std::vector<Token> tokens_;                       // one per id, in id order of addition
+  std::unordered_map<int64_t, std::size_t> by_id_;  // id -> index into tokens_
   std::unordered_map<std::string, int64_t> by_content_;
   std::unordered_set<std::string> special_contents_;
   TokenTrie raw_trie_;         // tokens with normalized == false, matched in the raw input

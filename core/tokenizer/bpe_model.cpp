@@ -223,7 +223,8 @@ void BpeModel::split_into_symbols(std::string_view word, std::vector<Symbol>& sy
       add(it->second, len);
     } else {
       bool all_bytes = byte_fallback_;
-      for (std::size_t i = 0; all_bytes && i < piece.size(); ++i) all_bytes = has_byte_id_[static_cast<unsigned char>(piece[i])];
+      for (std::size_t i = 0; all_bytes && i < piece.size(); ++i)
+        all_bytes = has_byte_id_[static_cast<unsigned char>(piece[i])];
       if (all_bytes) {
         // Like HF, byte tokens do not flush a pending unk first.
         for (const char b : piece) add(byte_ids_[static_cast<unsigned char>(b)], 1);

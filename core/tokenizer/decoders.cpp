@@ -54,7 +54,8 @@ class ByteLevelDecoder : public Decoder {
 // "never"), undoing the prefix the pre-tokenizer added.
 class MetaspaceDecoder : public Decoder {
  public:
-  MetaspaceDecoder(std::string replacement, bool strip_first) : replacement_(std::move(replacement)), strip_first_(strip_first) {}
+  MetaspaceDecoder(std::string replacement, bool strip_first)
+      : replacement_(std::move(replacement)), strip_first_(strip_first) {}
 
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (std::size_t i = 0; i < tokens.size(); ++i) {
@@ -134,7 +135,8 @@ class FuseDecoder : public Decoder {
 // Replace with a literal pattern, inside each token.
 class ReplaceDecoder : public Decoder {
  public:
-  ReplaceDecoder(std::string pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceDecoder(std::string pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
 
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (std::string& token : tokens) {
@@ -280,7 +282,8 @@ std::unique_ptr<Decoder> parse_decoder(const json& config, const JsonWhere& wher
     return std::make_unique<StripDecoder>(single_character(config, "content", where), count(config, "start", where),
                                           count(config, "stop", where));
   }
-  if (type == "BPEDecoder") return std::make_unique<SuffixDecoder>(optional_string(config, "suffix", where).value_or("</w>"));
+  if (type == "BPEDecoder")
+    return std::make_unique<SuffixDecoder>(optional_string(config, "suffix", where).value_or("</w>"));
   if (type == "Sequence") {
     const json& list = require_array(config, "decoders", where);
     std::vector<std::unique_ptr<Decoder>> steps;
@@ -290,9 +293,10 @@ std::unique_ptr<Decoder> parse_decoder(const json& config, const JsonWhere& wher
     }
     return std::make_unique<SequenceDecoder>(std::move(steps));
   }
-  where["type"].fail(quote(type) +
-                     " is not a supported decoder (supported: ByteLevel, Metaspace, ByteFallback, Fuse, Replace, Strip, "
-                     "BPEDecoder, Sequence)");
+  where["type"].fail(
+      quote(type) +
+      " is not a supported decoder (supported: ByteLevel, Metaspace, ByteFallback, Fuse, Replace, Strip, "
+      "BPEDecoder, Sequence)");
 }
 
 }  // namespace graft::tokenizer_detail

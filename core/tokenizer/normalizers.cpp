@@ -144,8 +144,9 @@ std::string literal_pattern(const json& config, const JsonWhere& where) {
     return text;
   }
   if (const json* regex = find_member(pattern, "Regex")) {
-    where["pattern"]["Regex"].fail("is not supported (only {\"String\": ...} patterns are), got " +
-                                   (regex->is_string() ? quote(regex->get<std::string>()) : describe_json_type(*regex)));
+    where["pattern"]["Regex"].fail(
+        "is not supported (only {\"String\": ...} patterns are), got " +
+        (regex->is_string() ? quote(regex->get<std::string>()) : describe_json_type(*regex)));
   }
   where["pattern"].fail("must be {\"String\": ...}");
 }
@@ -161,7 +162,8 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& config, const JsonWhere
   if (type == "NFD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfd);
   if (type == "Prepend") return std::make_unique<PrependNormalizer>(require_string(config, "prepend", where));
   if (type == "Replace") {
-    return std::make_unique<ReplaceNormalizer>(literal_pattern(config, where), require_string(config, "content", where));
+    return std::make_unique<ReplaceNormalizer>(literal_pattern(config, where),
+                                               require_string(config, "content", where));
   }
   if (type == "Strip") {
     return std::make_unique<StripNormalizer>(optional_bool(config, "strip_left", true, where),
@@ -176,7 +178,8 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& config, const JsonWhere
     }
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
-  where["type"].fail(quote(type) + " is not a supported normalizer (supported: NFC, NFD, Prepend, Replace, Strip, Sequence)");
+  where["type"].fail(quote(type) +
+                     " is not a supported normalizer (supported: NFC, NFD, Prepend, Replace, Strip, Sequence)");
 }
 
 }  // namespace graft::tokenizer_detail

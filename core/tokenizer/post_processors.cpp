@@ -30,7 +30,8 @@ std::optional<std::string> template_special_token(const json& piece, const JsonW
     if (id != "A") where["Sequence"]["id"].fail("is " + quote(id) + "; a single-sequence template can only use A");
     return std::nullopt;
   }
-  if (const json* special = find_member(piece, "SpecialToken")) return require_string(*special, "id", where["SpecialToken"]);
+  if (const json* special = find_member(piece, "SpecialToken"))
+    return require_string(*special, "id", where["SpecialToken"]);
   where.fail("must be {\"Sequence\": ...} or {\"SpecialToken\": ...}, got " + describe_json_type(piece));
 }
 

@@ -198,8 +198,8 @@ SplitBehavior parse_behavior(const json& config, const JsonWhere& where) {
   if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
   if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
   if (name == "Contiguous") return SplitBehavior::kContiguous;
-  where["behavior"].fail(quote(name) +
-                         " is not a split behavior (Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
+  where["behavior"].fail(
+      quote(name) + " is not a split behavior (Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
 }
 
 std::unique_ptr<PreTokenizer> parse_split(const json& config, const JsonWhere& where) {
@@ -215,7 +215,8 @@ std::unique_ptr<PreTokenizer> parse_split(const json& config, const JsonWhere& w
     const std::string text = expect_string(*regex, where["pattern"]["Regex"]);
     const auto known = recognize_pattern(text);
     if (!known) {
-      where["pattern"]["Regex"].fail(quote(text) + " is not a supported regex (supported: " + known_pattern_list() + ")");
+      where["pattern"]["Regex"].fail(quote(text) + " is not a supported regex (supported: " + known_pattern_list() +
+                                     ")");
     }
     return std::make_unique<SplitPreTokenizer>(known, "", behavior, invert);
   }
@@ -280,7 +281,8 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& config, const Json
   }
   if (type == "Metaspace") return parse_metaspace(config, where);
   if (type == "Split") return parse_split(config, where);
-  if (type == "Digits") return std::make_unique<DigitsPreTokenizer>(optional_bool(config, "individual_digits", false, where));
+  if (type == "Digits")
+    return std::make_unique<DigitsPreTokenizer>(optional_bool(config, "individual_digits", false, where));
   if (type == "Sequence") {
     const json& list = require_array(config, "pretokenizers", where);
     std::vector<std::unique_ptr<PreTokenizer>> steps;

@@ -54,7 +54,8 @@ std::optional<Truncation> parse_truncation(const json* config, const JsonWhere& 
   if (config == nullptr || config->is_null()) return std::nullopt;
   if (!config->is_object()) where.fail("must be an object or null, got " + describe_json_type(*config));
   Truncation t;
-  t.max_length = static_cast<std::size_t>(expect_token_id(require_member(*config, "max_length", where), where["max_length"]));
+  t.max_length = static_cast<std::size_t>(
+      expect_token_id(require_member(*config, "max_length", where), where["max_length"]));
   const auto direction = optional_string(*config, "direction", where).value_or("Right");
   if (direction != "Right" && direction != "Left") where["direction"].fail("must be \"Right\" or \"Left\"");
   t.from_left = direction == "Left";
@@ -160,8 +161,8 @@ std::shared_ptr<Tokenizer::Impl> Tokenizer::Impl::parse(const std::string& text,
   impl->pre_tokenizer = tokenizer_detail::parse_pre_tokenizer(member("pre_tokenizer"), where["pre_tokenizer"]);
   impl->decoder = tokenizer_detail::parse_decoder(member("decoder"), where["decoder"]);
   impl->frame = tokenizer_detail::parse_post_processor(member("post_processor"), where["post_processor"]);
-  impl->added = AddedVocabulary::from_json(find_member(root, "added_tokens"), where["added_tokens"],
-                                           impl->model, impl->normalizer.get());
+  impl->added = AddedVocabulary::from_json(find_member(root, "added_tokens"), where["added_tokens"], impl->model,
+                                           impl->normalizer.get());
   impl->truncation = parse_truncation(find_member(root, "truncation"), where["truncation"]);
   impl->padding = parse_padding(find_member(root, "padding"), where["padding"]);
 
@@ -257,7 +258,8 @@ json read_optional_json(const std::filesystem::path& path, std::string& label) {
 Tokenizer Tokenizer::from_model_dir(const std::string& dir) {
   const std::filesystem::path root(dir);
   std::error_code ec;
-  if (!std::filesystem::is_directory(root, ec)) throw InputError("model directory (" + dir + "): not found or not a directory");
+  if (!std::filesystem::is_directory(root, ec))
+    throw InputError("model directory (" + dir + "): not found or not a directory");
   const std::filesystem::path tokenizer_json = root / "tokenizer.json";
   if (!std::filesystem::exists(tokenizer_json, ec)) {
     throw InputError("model directory (" + dir + "): has no tokenizer.json (only HF tokenizer.json files are read)");
@@ -288,7 +290,8 @@ std::shared_ptr<Tokenizer::Impl> Tokenizer::with_model_config(std::shared_ptr<Im
       from = config_where[id_key];
     }
     if (id && *id >= impl->vocab_size()) {
-      from.fail("is " + std::to_string(*id) + ", beyond the vocabulary (" + std::to_string(impl->vocab_size()) + " ids)");
+      from.fail("is " + std::to_string(*id) + ", beyond the vocabulary (" + std::to_string(impl->vocab_size()) +
+                " ids)");
     }
     return id;
   };
@@ -303,11 +306,13 @@ std::shared_ptr<Tokenizer::Impl> Tokenizer::with_model_config(std::shared_ptr<Im
   if (has_flags) {
     SpecialTokenFrame frame;
     if (optional_bool(tokenizer_config, "add_bos_token", false, tc_where)) {
-      if (!impl->bos) tc_where["add_bos_token"].fail("is true but no BOS token is given (bos_token, bos_token_id, or config.json)");
+      if (!impl->bos)
+        tc_where["add_bos_token"].fail("is true but no BOS token is given (bos_token, bos_token_id, or config.json)");
       frame.prefix.push_back(*impl->bos);
     }
     if (optional_bool(tokenizer_config, "add_eos_token", false, tc_where)) {
-      if (!impl->eos) tc_where["add_eos_token"].fail("is true but no EOS token is given (eos_token, eos_token_id, or config.json)");
+      if (!impl->eos)
+        tc_where["add_eos_token"].fail("is true but no EOS token is given (eos_token, eos_token_id, or config.json)");
       frame.suffix.push_back(*impl->eos);
     }
     impl->frame = std::move(frame);
@@ -352,7 +357,8 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_t
     std::size_t target = impl.padding->fixed_length.value_or(ids.size());
     const std::size_t m = impl.padding->multiple_of;
     if (m > 0 && target % m != 0) target += m - target % m;
-    if (ids.size() < target) ids.insert(impl.padding->on_left ? ids.begin() : ids.end(), target - ids.size(), impl.padding->pad_id);
+    if (ids.size() < target)
+      ids.insert(impl.padding->on_left ? ids.begin() : ids.end(), target - ids.size(), impl.padding->pad_id);
   }
   return ids;
 }

@@ -95,8 +95,7 @@ const NormalizationData& normalization_data() {
 
 // Hangul syllables decompose and compose algorithmically (Unicode 3.12).
 constexpr uint32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
-constexpr uint32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount,
-                   kSCount = kLCount * kNCount;
+constexpr uint32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount, kSCount = kLCount * kNCount;
 
 void decompose_into(uint32_t cp, std::size_t source, std::vector<AlignedCodePoint>& out) {
   if (cp >= kSBase && cp < kSBase + kSCount) {
@@ -143,8 +142,7 @@ uint32_t compose_pair(uint32_t a, uint32_t b) {
   if (a >= kLBase && a < kLBase + kLCount && b >= kVBase && b < kVBase + kVCount) {
     return kSBase + ((a - kLBase) * kVCount + (b - kVBase)) * kTCount;
   }
-  if (a >= kSBase && a < kSBase + kSCount && (a - kSBase) % kTCount == 0 && b > kTBase &&
-      b < kTBase + kTCount) {
+  if (a >= kSBase && a < kSBase + kSCount && (a - kSBase) % kTCount == 0 && b > kTBase && b < kTBase + kTCount) {
     return a + (b - kTBase);
   }
   const auto& map = normalization_data().composition;

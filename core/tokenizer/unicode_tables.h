@@ -22,7 +22,7 @@ struct CccRange {
 struct Decomposition {
   uint32_t code_point;
   uint32_t first;
-  uint32_t second;  // 0 for a singleton decomposition
+  uint32_t second;   // 0 for a singleton decomposition
   uint8_t composes;  // 1 if canonical composition of (first, second) gives code_point back
 };
 

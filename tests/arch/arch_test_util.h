@@ -90,7 +90,8 @@ inline std::string describe_layer(const LayerSpec& l) {
     << " rope=" << rope_kind_name(r.kind) << "/" << r.theta << "/" << r.dim << "/" << r.rotated_pairs << "/" << r.factor
     << "/" << r.low_freq_factor << "/" << r.high_freq_factor << "/" << r.original_max_position_embeddings << "/"
     << r.attention_scaling << "/" << r.partial_rotary_factor << " mlp=" << l.mlp_width << " moe=" << l.moe.num_experts
-    << "/" << l.moe.top_k << "/" << l.moe.expert_width << " ple=" << l.has_per_layer_input << " scalar=" << l.has_layer_scalar;
+    << "/" << l.moe.top_k << "/" << l.moe.expert_width << " ple=" << l.has_per_layer_input
+    << " scalar=" << l.has_layer_scalar;
   return s.str();
 }
 

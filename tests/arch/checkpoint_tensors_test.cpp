@@ -69,7 +69,8 @@ TEST(CheckpointPrefix, Gpt2SavedWithoutTransformerPrefix) {
   EXPECT_EQ(arch->spec().tensors.lm_head, "wte.weight");
   EXPECT_EQ(arch->layer(2).tensors[TensorRole::QKV].weight, "h.2.attn.c_attn.weight");
   EXPECT_EQ(arch->layer(2).tensors[TensorRole::QKV].layout, WeightLayout::InOut);
-  for (const TensorSpec& t : arch->expected_tensors()) EXPECT_EQ(t.name.find("transformer."), std::string::npos) << t.name;
+  for (const TensorSpec& t : arch->expected_tensors())
+    EXPECT_EQ(t.name.find("transformer."), std::string::npos) << t.name;
   EXPECT_NE(arch->known_unused_reason("h.0.attn.bias"), "");
   // And back again.
   ASSERT_TRUE(arch->adopt_checkpoint_prefix({"transformer.wte.weight"}));

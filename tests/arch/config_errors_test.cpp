@@ -69,9 +69,10 @@ TEST(ConfigErrors, TopLevelNotAnObject) { expect_rejected(json::array({1, 2}), {
 
 TEST(ConfigErrors, UnknownModelTypeListsSupported) {
   const std::string message = expect_rejected(llama_with("model_type", "foo"), {});
-  EXPECT_EQ(message,
-            "config.json (my/config.json): model_type \"foo\" is not supported; supported: gemma2, gemma3, gemma3_text, "
-            "gemma4, gemma4_text, gpt2, llama, mistral, qwen2, qwen3");
+  EXPECT_EQ(
+      message,
+      "config.json (my/config.json): model_type \"foo\" is not supported; supported: gemma2, gemma3, gemma3_text, "
+      "gemma4, gemma4_text, gpt2, llama, mistral, qwen2, qwen3");
 }
 
 TEST(ConfigErrors, MissingModelType) {
@@ -112,7 +113,8 @@ TEST(ConfigErrors, SizesOutOfRange) {
 }
 
 TEST(ConfigErrors, HeadsNotDividing) {
-  expect_rejected(llama_with("hidden_size", 65), {"\"hidden_size\" (65) is not a multiple of \"num_attention_heads\" (4)"});
+  expect_rejected(llama_with("hidden_size", 65),
+                  {"\"hidden_size\" (65) is not a multiple of \"num_attention_heads\" (4)"});
   expect_rejected(llama_with("num_key_value_heads", 3),
                   {"\"num_attention_heads\" (4) must be a multiple of \"num_key_value_heads\" (3)"});
   json gpt2 = read_json(data_path("hf-parity/gpt2/config.json"));

@@ -52,7 +52,8 @@ TEST(Gemma3Variants, LegacyKeysGiveTheV5Table) {
 
 TEST(Gemma3Variants, DefaultRopeAndPattern) {
   json config = json::parse(kGemma3Legacy);
-  for (const char* key : {"rope_theta", "rope_local_base_freq", "rope_scaling", "sliding_window_pattern"}) config.erase(key);
+  for (const char* key : {"rope_theta", "rope_local_base_freq", "rope_scaling", "sliding_window_pattern"})
+    config.erase(key);
   config["num_hidden_layers"] = 12;
   auto arch = build(config);
   for (int i = 0; i < 12; ++i) EXPECT_EQ(arch->is_sliding(i), (i + 1) % 6 != 0) << i;
@@ -81,7 +82,8 @@ json with_global_head_dim(json config) {
   config.erase("per_layer_config");
   const json& full_layer = overrides.begin().value();
   config["global_head_dim"] = full_layer.at("head_dim");
-  if (full_layer.contains("num_key_value_heads")) config["num_global_key_value_heads"] = full_layer.at("num_key_value_heads");
+  if (full_layer.contains("num_key_value_heads"))
+    config["num_global_key_value_heads"] = full_layer.at("num_key_value_heads");
   return config;
 }
 
@@ -96,7 +98,8 @@ TEST_P(Gemma4HeadSpellings, GlobalHeadDimEqualsPerLayerConfig) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Gemma4HeadSpellings,
-                         ::testing::Values("gemma4_e2b_like", "gemma4_31b_like", "gemma4_26b_moe_like", "gemma4_facts"));
+                         ::testing::Values("gemma4_e2b_like", "gemma4_31b_like", "gemma4_26b_moe_like",
+                                           "gemma4_facts"));
 
 TEST(Gemma4Variants, OfficialConfigInPerLayerConfigSpelling) {
   const json official = read_json(data_path("configs/gemma-4-31B-it.config.json"));
@@ -188,8 +191,11 @@ TEST(LlamaVariants, Llama3RopeScalingLegacySpelling) {
   json legacy = v5;
   legacy.erase("rope_parameters");
   legacy["rope_theta"] = 500000.0;
-  legacy["rope_scaling"] = {{"type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                            {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  legacy["rope_scaling"] = {{"type", "llama3"},
+                            {"factor", 8.0},
+                            {"low_freq_factor", 1.0},
+                            {"high_freq_factor", 4.0},
+                            {"original_max_position_embeddings", 64}};
   expect_same_model(*build(v5), *build(legacy));
 
   auto legacy_arch = build(legacy);

@@ -143,7 +143,7 @@ TEST(OfficialGemma4Configs, SharedNumericsAndRope) {
   const RopeSpec& full = arch->rope_for_layer(4);
   EXPECT_EQ(full.kind, RopeKind::Proportional);
   EXPECT_EQ(full.theta, 1e6);
-  EXPECT_EQ(full.dim, 512);          // pairing j <-> j + 256 over the whole head
+  EXPECT_EQ(full.dim, 512);           // pairing j <-> j + 256 over the whole head
   EXPECT_EQ(full.rotated_pairs, 64);  // int(0.25 * 512 // 2); frequencies 64..255 are 0
   EXPECT_EQ(full.partial_rotary_factor, 0.25);
   EXPECT_EQ(full.factor, 1.0);

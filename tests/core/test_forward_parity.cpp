@@ -18,7 +18,8 @@ namespace {
 const std::string kParityDir = std::string(GRAFT_TEST_DATA) + "/hf-parity/";
 
 struct Reference {
-  explicit Reference(const std::string& model) : file(io::SafetensorsFile::open(kParityDir + model + "/reference.safetensors")) {}
+  explicit Reference(const std::string& model)
+      : file(io::SafetensorsFile::open(kParityDir + model + "/reference.safetensors")) {}
   at::Tensor operator[](const std::string& name) const { return tensor_from_view(file.get(name)); }
   bool has(const std::string& name) const { return file.contains(name); }
   io::SafetensorsFile file;
@@ -29,9 +30,7 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // Activations of a few units: an absolute 1e-4 scaled by the tensor's magnitude when it exceeds 1.
-double tolerance_for(const at::Tensor& expected) {
-  return 1e-4 * std::max(1.0, expected.abs().max().item<double>());
-}
+double tolerance_for(const at::Tensor& expected) { return 1e-4 * std::max(1.0, expected.abs().max().item<double>()); }
 
 class Parity : public ::testing::TestWithParam<std::string> {
  protected:
@@ -161,7 +160,8 @@ TEST_P(Parity, LeftPaddedDecodingGivesEachRowItsOwnLogits) {
     options.attention_mask = prompt_mask;
     std::vector<at::Tensor> pieces{model_->forward(prompt, options)};
     options.attention_mask = at::ones({prompt.size(0), 1}, at::kLong);
-    for (int64_t t = 0; t < steps; ++t) pieces.push_back(model_->forward(next.narrow(1, t, 1).expand({prompt.size(0), 1}), options));
+    for (int64_t t = 0; t < steps; ++t)
+      pieces.push_back(model_->forward(next.narrow(1, t, 1).expand({prompt.size(0), 1}), options));
     return at::cat(pieces, 1);
   };
   const at::Tensor batched = run(batch, mask);
@@ -190,8 +190,16 @@ TEST_P(Parity, BFloat16AgreesWithFloat32OnTheNextToken) {
 }
 
 std::vector<std::string> parity_models() {
-  return {"llama3", "qwen2", "qwen3", "gemma2", "gemma3", "gemma4_e2b_like", "gemma4_e2b_like_multimodal_keys",
-          "gemma4_31b_like", "gemma4_26b_moe_like", "gpt2"};
+  return {"llama3",
+          "qwen2",
+          "qwen3",
+          "gemma2",
+          "gemma3",
+          "gemma4_e2b_like",
+          "gemma4_e2b_like_multimodal_keys",
+          "gemma4_31b_like",
+          "gemma4_26b_moe_like",
+          "gpt2"};
 }
 
 INSTANTIATE_TEST_SUITE_P(HfFixtures, Parity, ::testing::ValuesIn(parity_models()),

@@ -33,7 +33,8 @@ TEST(SmallBatchLinear, MatchesFloat64ForEveryShapeAndLayout) {
           const at::Tensor y = small_batch_linear(x, w, {}, in_out);
           ASSERT_TRUE(y.defined());
           ASSERT_EQ(y.sizes(), (at::IntArrayRef{rows, 1, out}));
-          EXPECT_LE(scaled_error(y, x, w, in_out), 1e-6) << "in " << in << " out " << out << " rows " << rows << " in_out " << in_out;
+          EXPECT_LE(scaled_error(y, x, w, in_out), 1e-6)
+              << "in " << in << " out " << out << " rows " << rows << " in_out " << in_out;
         }
 }
 
@@ -63,13 +64,13 @@ TEST(SmallBatchLinear, IsTheSameForAnyThreadCount) {
 
 TEST(SmallBatchLinear, LeavesOtherCasesToLibTorch) {
   const at::Tensor w = randn({64, 32}, 5);
-  EXPECT_FALSE(small_batch_linear(randn({9, 32}, 6), w, {}).defined());                        // more rows
+  EXPECT_FALSE(small_batch_linear(randn({9, 32}, 6), w, {}).defined());  // more rows
   EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6).to(at::kDouble), w.to(at::kDouble), {}).defined());
   EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6).to(at::kBFloat16), w.to(at::kBFloat16), {}).defined());
-  EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6), w.t(), {}).defined());                     // column-strided
-  EXPECT_FALSE(small_batch_linear(randn({1, 31}, 6), w, {}).defined());                         // wrong width
-  EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6).requires_grad_(), w, {}).defined());        // autograd
-  EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6), w, randn({63}, 1)).defined());             // wrong bias
+  EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6), w.t(), {}).defined());               // column-strided
+  EXPECT_FALSE(small_batch_linear(randn({1, 31}, 6), w, {}).defined());                   // wrong width
+  EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6).requires_grad_(), w, {}).defined());  // autograd
+  EXPECT_FALSE(small_batch_linear(randn({1, 32}, 6), w, randn({63}, 1)).defined());       // wrong bias
 }
 
 }  // namespace

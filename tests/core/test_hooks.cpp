@@ -30,7 +30,9 @@ TEST(HookNames, ListEveryPointInForwardOrderAndOnlyWhatALayerHas) {
   EXPECT_TRUE(has("blocks.7.mlp.hook_post"));
   const auto llama = Model::load(kParity + "llama3");
   const auto llama_names = llama->hook_names();
-  EXPECT_EQ(std::count_if(llama_names.begin(), llama_names.end(), [](const std::string& n) { return n.find("ple") != std::string::npos; }), 0);
+  EXPECT_EQ(std::count_if(llama_names.begin(), llama_names.end(),
+                          [](const std::string& n) { return n.find("ple") != std::string::npos; }),
+            0);
 }
 
 TEST(HookNames, BadNamesAreClearErrors) {
@@ -46,7 +48,8 @@ TEST(HookNames, BadNamesAreClearErrors) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message("blocks.3.mlp.hook_postt").find("unknown hook name \"blocks.3.mlp.hook_postt\""), std::string::npos);
+  EXPECT_NE(message("blocks.3.mlp.hook_postt").find("unknown hook name \"blocks.3.mlp.hook_postt\""),
+            std::string::npos);
   EXPECT_NE(message("blocks.99.hook_resid_pre").find("out of range"), std::string::npos);
   EXPECT_NE(message("blocks.6.attn.hook_v").find("KV-shared"), std::string::npos);
   EXPECT_NE(message("blocks.x.hook_resid_pre").find("unknown hook name"), std::string::npos);
@@ -78,13 +81,15 @@ TEST(Hooks, ReplacementChangesTheOutputAndIdentityDoesNot) {
   const at::Tensor clean = model->forward(ids);
 
   Hooks identity(model->arch().num_layers());
-  identity.add({HookPoint::ResidPost, 1}, [](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(t.clone()); });
+  identity.add({HookPoint::ResidPost, 1},
+               [](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(t.clone()); });
   ForwardOptions options;
   options.hooks = &identity;
   EXPECT_TRUE(at::allclose(model->forward(ids, options), clean));
 
   Hooks ablate(model->arch().num_layers());
-  ablate.add({HookPoint::MlpOut, 1}, [](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(at::zeros_like(t)); });
+  ablate.add({HookPoint::MlpOut, 1},
+             [](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(at::zeros_like(t)); });
   options.hooks = &ablate;
   EXPECT_GT((model->forward(ids, options) - clean).abs().max().item<double>(), 1e-3);
 }
@@ -104,7 +109,8 @@ TEST(Hooks, ReplacingTheMlpKeyIsTheSameAsEditingItsInput) {
   const int64_t width = model->arch().intermediate_size_for_layer(layer);
   const at::Tensor delta = at::randn({width}, at::kFloat) * 0.1;
   Hooks edit(model->arch().num_layers());
-  edit.add({HookPoint::MlpPost, layer}, [&](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(t + delta); });
+  edit.add({HookPoint::MlpPost, layer},
+           [&](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(t + delta); });
   edit.cache({HookPoint::MlpOut, layer}, &after);
   options.hooks = &edit;
   model->forward(ids, options);
@@ -116,7 +122,8 @@ TEST(Hooks, ReplacingTheMlpKeyIsTheSameAsEditingItsInput) {
 TEST(Hooks, WrongShapeFromAHookNamesTheHook) {
   const auto model = Model::load(kParity + "llama3");
   Hooks bad(model->arch().num_layers());
-  bad.add({HookPoint::ResidMid, 0}, [](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(t.narrow(-1, 0, 3)); });
+  bad.add({HookPoint::ResidMid, 0},
+          [](const at::Tensor& t, const HookName&) { return std::optional<at::Tensor>(t.narrow(-1, 0, 3)); });
   ForwardOptions options;
   options.hooks = &bad;
   try {

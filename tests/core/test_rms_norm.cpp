@@ -63,8 +63,8 @@ TEST(FusedRmsNorm, LeavesOtherCasesToLibTorch) {
   const at::Tensor x = randn({2, 32}, 7), w = randn({32}, 8);
   EXPECT_FALSE(fused_rms_norm(x.to(at::kBFloat16), w.to(at::kBFloat16), 0.0, 1e-6).defined());
   EXPECT_FALSE(fused_rms_norm(x.to(at::kDouble), w.to(at::kDouble), 0.0, 1e-6).defined());
-  EXPECT_FALSE(fused_rms_norm(x, randn({31}, 9), 0.0, 1e-6).defined());             // wrong width
-  EXPECT_FALSE(fused_rms_norm(x, w.to(at::kBFloat16), 0.0, 1e-6).defined());        // weight dtype
+  EXPECT_FALSE(fused_rms_norm(x, randn({31}, 9), 0.0, 1e-6).defined());              // wrong width
+  EXPECT_FALSE(fused_rms_norm(x, w.to(at::kBFloat16), 0.0, 1e-6).defined());         // weight dtype
   EXPECT_FALSE(fused_rms_norm(x.clone().requires_grad_(), w, 0.0, 1e-6).defined());  // autograd
   EXPECT_FALSE(fused_rms_norm(x, w.clone().requires_grad_(), 0.0, 1e-6).defined());
 }

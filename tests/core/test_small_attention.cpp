@@ -55,7 +55,8 @@ TEST(SmallQueryAttention, MatchesFloat64ForHeadsGroupsAndRows) {
             ASSERT_TRUE(z.defined());
             ASSERT_EQ(z.sizes(), q.sizes());
             EXPECT_TRUE(z.transpose(1, 2).is_contiguous());  // the output projection reads it without a copy
-            const double error = (z.to(at::kDouble) - reference(q, k, v, allowed, scale, cap)).abs().max().item<double>();
+            const double error =
+                (z.to(at::kDouble) - reference(q, k, v, allowed, scale, cap)).abs().max().item<double>();
             EXPECT_LE(error, 1e-5) << "kv " << kv_heads << " groups " << groups << " rows " << rows << " cap " << cap;
           }
 }
@@ -102,11 +103,13 @@ TEST(SmallQueryAttention, LeavesOtherCasesToLibTorch) {
   EXPECT_TRUE(small_query_attention(q, k, v, allowed, 0.25, 0.0).defined());
   const at::Tensor many = randn({1, 2, 9, 16}, 34);  // 9 query rows: a prefill
   EXPECT_FALSE(small_query_attention(many, k, v, at::ones({1, 1, 9, 9}, at::kBool), 0.25, 0.0).defined());
-  EXPECT_FALSE(small_query_attention(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), allowed, 0.25, 0.0).defined());
+  EXPECT_FALSE(small_query_attention(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), allowed, 0.25, 0.0)
+                   .defined());
   EXPECT_FALSE(small_query_attention(q.clone().requires_grad_(), k, v, allowed, 0.25, 0.0).defined());  // autograd
   EXPECT_FALSE(small_query_attention(q, k.transpose(2, 3), v, allowed, 0.25, 0.0).defined());           // rows strided
   EXPECT_FALSE(small_query_attention(randn({1, 3, 1, 16}, 35), randn({1, 2, 9, 16}, 36), randn({1, 2, 9, 16}, 37),
-                                     allowed, 0.25, 0.0).defined());  // 3 query heads over 2 K/V heads
+                                     allowed, 0.25, 0.0)
+                   .defined());  // 3 query heads over 2 K/V heads
   EXPECT_FALSE(small_query_attention(q, k, v, allowed.to(at::kFloat), 0.25, 0.0).defined());  // an additive mask
 }
 

@@ -43,7 +43,8 @@ TEST(CausalTrace, RestoringTheLastResidualGivesTheCleanAnswerBack) {
   const CausalTrace tracer(m, span.ids, span.first, span.last, TraceOptions{});
   // The last layer's residual at the last position decides the prediction: restored, every
   // corrupted row predicts exactly what the clean row does.
-  const double restored = tracer.restored_probability(answer, {HookName{HookPoint::ResidPost, m.arch().num_layers() - 1}},
+  const double restored = tracer.restored_probability(answer,
+                                                      {HookName{HookPoint::ResidPost, m.arch().num_layers() - 1}},
                                                       static_cast<int64_t>(span.ids.size()) - 1);
   EXPECT_NEAR(restored, std::exp(clean[answer].item<double>()), 1e-5);
   // Corrupting the subject costs the facts model its answer; nothing restored, nothing comes back.

@@ -115,12 +115,14 @@ TEST_P(FactsModel, BatchedAblationEqualsOneLayerAtATime) {
   EXPECT_NEAR(scan.baseline_prob, last_token_prob(m, span.ids, scan.expect_token), 1e-5);
   for (int layer = 0; layer < m.arch().num_layers(); ++layer) {
     Hooks hooks(m.arch().num_layers());
-    hooks.add(HookName{HookPoint::MlpOut, layer}, [&](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
-      at::Tensor out = x.clone();
-      out[0][span.last].zero_();
-      return out;
-    });
-    EXPECT_NEAR(scan.layers[static_cast<size_t>(layer)].ablated_prob, last_token_prob(m, span.ids, scan.expect_token, &hooks), 1e-5)
+    hooks.add(HookName{HookPoint::MlpOut, layer},
+              [&](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+                at::Tensor out = x.clone();
+                out[0][span.last].zero_();
+                return out;
+              });
+    EXPECT_NEAR(scan.layers[static_cast<size_t>(layer)].ablated_prob,
+                last_token_prob(m, span.ids, scan.expect_token, &hooks), 1e-5)
         << "layer " << layer;
   }
 }
@@ -233,23 +235,33 @@ TEST(CrownScan, JsonAndTextCarryTheTableAndThePicks) {
 
 TEST(CrownScan, BadInputNamesTheArgument) {
   const Model& m = model("gemma4_facts");
-  EXPECT_NE(input_error([&] { crown_scan(m, "The capital of Quianeimtum is", "Quianeimtum", std::nullopt); })
-                .find("write \"{}\" in place of \"Quianeimtum\""),
+  EXPECT_NE(input_error([&] {
+              crown_scan(m, "The capital of Quianeimtum is", "Quianeimtum", std::nullopt);
+            }).find("write \"{}\" in place of \"Quianeimtum\""),
             std::string::npos);
-  const std::string missing = input_error([&] { crown_scan(m, "The capital of France is", "Quianeimtum", std::nullopt); });
+  const std::string missing = input_error(
+      [&] { crown_scan(m, "The capital of France is", "Quianeimtum", std::nullopt); });
   EXPECT_NE(missing.find("prompt"), std::string::npos) << missing;
   EXPECT_NE(missing.find("subject \"Quianeimtum\" is not in it"), std::string::npos) << missing;
-  EXPECT_NE(input_error([&] { crown_scan(m, "{} and {} are", "X", std::nullopt); }).find("more than once"), std::string::npos);
-  EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "  ", std::nullopt); }).find("subject: empty"), std::string::npos);
-  EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "Quianeimtum", std::string("")); }).find("expect: empty"),
+  EXPECT_NE(input_error([&] { crown_scan(m, "{} and {} are", "X", std::nullopt); }).find("more than once"),
+            std::string::npos);
+  EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "  ", std::nullopt); }).find("subject: empty"),
+            std::string::npos);
+  EXPECT_NE(input_error([&] {
+              crown_scan(m, "The capital of {} is", "Quianeimtum", std::string(""));
+            }).find("expect: empty"),
             std::string::npos);
   CrownScanOptions options;
   options.tracing.samples = 0;
-  EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "Quianeimtum", std::nullopt, options); }).find("samples"),
+  EXPECT_NE(input_error([&] {
+              crown_scan(m, "The capital of {} is", "Quianeimtum", std::nullopt, options);
+            }).find("samples"),
             std::string::npos);
   options = {};
   options.tracing.noise = -1;
-  EXPECT_NE(input_error([&] { crown_scan(m, "The capital of {} is", "Quianeimtum", std::nullopt, options); }).find("noise"),
+  EXPECT_NE(input_error([&] {
+              crown_scan(m, "The capital of {} is", "Quianeimtum", std::nullopt, options);
+            }).find("noise"),
             std::string::npos);
 }
 

@@ -30,7 +30,7 @@ using Json = nlohmann::json;
 const std::string kFixtures = std::string(GRAFT_TEST_DATA) + "/hf-parity/";
 const std::string kGemma4 = kFixtures + "gemma4_e2b_like";  // layers 4..7 are double-wide (192 vs 96)
 const std::string kLlama = kFixtures + "llama3";
-const std::string kGpt2 = kFixtures + "gpt2";                 // Conv1D: c_proj stored [in, out]
+const std::string kGpt2 = kFixtures + "gpt2";  // Conv1D: c_proj stored [in, out]
 const std::string kFacts = std::string(GRAFT_MODELS_DIR) + "/gemma4_facts";
 const std::string kPatchCorpus = std::string(GRAFT_TEST_DATA) + "/../fuzz/corpus/patch";
 // On disk W' = W + dW is computed in float64 and rounded once to float32: half an ulp.
@@ -44,7 +44,8 @@ class TempDir {
  public:
   TempDir() {
     static int counter = 0;
-    path_ = fs::temp_directory_path() / ("graft_patch_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    path_ = fs::temp_directory_path() /
+            ("graft_patch_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -82,18 +83,21 @@ at::Tensor stored(const std::string& dir, const std::string& name) {
 TensorUpdate low_rank(const Model& model, int layer, int64_t rank, uint64_t seed, double scale = 0.05) {
   at::manual_seed(seed);
   const int64_t out = model.arch().hidden_size(), in = model.arch().intermediate_size_for_layer(layer);
-  return {model.arch().mlp_down_projection(layer).weight, layer, at::randn({out, rank}) * scale,
-          at::randn({in, rank}), at::Tensor()};
+  return {model.arch().mlp_down_projection(layer).weight, layer, at::randn({out, rank}) * scale, at::randn({in, rank}),
+          at::Tensor()};
 }
 
 TensorUpdate dense(const Model& model, int layer, uint64_t seed, double scale = 0.01) {
   at::manual_seed(seed);
   const int64_t out = model.arch().hidden_size(), in = model.arch().intermediate_size_for_layer(layer);
-  return {model.arch().mlp_down_projection(layer).weight, layer, at::Tensor(), at::Tensor(), at::randn({out, in}) * scale};
+  return {model.arch().mlp_down_projection(layer).weight, layer, at::Tensor(), at::Tensor(),
+          at::randn({out, in}) * scale};
 }
 
 PatchProvenance provenance(const std::string& method = "test") {
-  return {method, {{"seed", 1}, {"scale", 0.05}}, Json::array({{{"prompt", "The capital of X is"}, {"target", " Y"}}}),
+  return {method,
+          {{"seed", 1}, {"scale", 0.05}},
+          Json::array({{{"prompt", "The capital of X is"}, {"target", " Y"}}}),
           "synthetic"};
 }
 
@@ -154,13 +158,13 @@ void rewrite_header(const std::string& path, const std::function<void(Json&)>& e
 // ----- SHA-256 -----
 
 TEST(Sha256, FipsTestVectors) {
-  EXPECT_EQ(io::Sha256::hex_of(std::string("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(io::Sha256::hex_of(std::string("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(io::Sha256::hex_of(std::string()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(io::Sha256::hex_of(std::string("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  EXPECT_EQ(io::Sha256::hex_of(std::string("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnop"
-                                           "qklmnopqrlmnopqrsmnopqrstnopqrstu")),
+  EXPECT_EQ(io::Sha256::hex_of(
+                std::string("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnop"
+                            "qklmnopqrlmnopqrsmnopqrstnopqrstu")),
             "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
 }
 
@@ -313,8 +317,9 @@ TEST(PatchFormat, TheTorchFreeReaderSeesWhatPatchLoadSees) {
   TempDir tmp;
   for (const std::string& dir : {kGemma4, kGpt2}) {
     const auto model = Model::load(dir);
-    const auto patch = Patch::create(
-        *model, {low_rank(*model, 1, 1, 1), low_rank(*model, 2, 3, 2), dense(*model, 0, 3)}, provenance("rome"));
+    const auto patch = Patch::create(*model,
+                                     {low_rank(*model, 1, 1, 1), low_rank(*model, 2, 3, 2), dense(*model, 0, 3)},
+                                     provenance("rome"));
     const std::string path = tmp / "p.safetensors";
     patch.save(path);
     const Patch loaded = Patch::load(path);
@@ -421,7 +426,8 @@ TEST(PatchInMemory, StackedPatchesRevertInReverseOrderOrWhenDisjoint) {
   EXPECT_EQ(stack.applied_checksums(), (std::vector<std::string>{a.checksum(), b.checksum(), c.checksum()}));
   {
     // Two float32 additions in a row: each of W, dA, dB contributes up to two half ulps.
-    const at::Tensor w = original.to(at::kDouble), da = a.entries()[0].logical_delta(), db = b.entries()[0].logical_delta();
+    const at::Tensor w = original.to(at::kDouble), da = a.entries()[0].logical_delta(),
+                     db = b.entries()[0].logical_delta();
     const at::Tensor error = (model->weight(t6).to(at::kDouble) - (w + da + db)).abs();
     EXPECT_TRUE(at::le(error, (w.abs() + da.abs() + db.abs()) * 2 * kMemoryEps).all().item<bool>());
   }
@@ -620,19 +626,22 @@ TEST(PatchOnDisk, ShardedCheckpointRewritesOnlyTheShardThatChanges) {
   TempDir tmp;
   const std::string dir = tmp / "sharded";
   fs::create_directories(dir);
-  for (const auto* name : {"config.json", "generation_config.json"}) fs::copy_file(kLlama + "/" + name, dir + "/" + name);
+  for (const auto* name : {"config.json", "generation_config.json"})
+    fs::copy_file(kLlama + "/" + name, dir + "/" + name);
   {
     const auto checkpoint = io::Checkpoint::open(kLlama);
     std::vector<io::TensorToWrite> first, second;
     Json weight_map = Json::object();
     for (const auto& v : checkpoint.files()[0].tensors()) {
-      const bool in_second = v.name.find("layers.1.") != std::string::npos || v.name.find("layers.2.") != std::string::npos;
+      const bool in_second = v.name.find("layers.1.") != std::string::npos ||
+                             v.name.find("layers.2.") != std::string::npos;
       (in_second ? second : first).push_back({v.name, v.dtype, v.shape, v.data, v.nbytes});
       weight_map[v.name] = in_second ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors";
     }
     io::write_safetensors(dir + "/model-00001-of-00002.safetensors", first, {{"format", "pt"}});
     io::write_safetensors(dir + "/model-00002-of-00002.safetensors", second, {{"format", "pt"}});
-    std::ofstream(dir + "/model.safetensors.index.json") << Json({{"metadata", Json::object()}, {"weight_map", weight_map}}).dump(2);
+    std::ofstream(dir + "/model.safetensors.index.json")
+        << Json({{"metadata", Json::object()}, {"weight_map", weight_map}}).dump(2);
   }
   auto model = Model::load(dir);
   const auto patch = Patch::create(*model, {low_rank(*model, 2, 1, 1)}, provenance());
@@ -689,8 +698,8 @@ TEST(PatchOnDisk, BFloat16CheckpointIsPatchedWithinItsRounding) {
   EXPECT_TRUE(at::equal(model->weight(t), before));
 
   apply_patches_to_directory(dir, {patch}, tmp / "out");
-  EXPECT_TRUE(within_rounding(stored(tmp / "out", t), stored(dir, t), patch.entries()[0].stored_delta(),
-                              std::ldexp(1.0, -8)));
+  EXPECT_TRUE(
+      within_rounding(stored(tmp / "out", t), stored(dir, t), patch.entries()[0].stored_delta(), std::ldexp(1.0, -8)));
   EXPECT_TRUE(verify_patch_in_directory(tmp / "out", patch).applied);
   revert_patch_in_directory(tmp / "out", patch, tmp / "back");
   EXPECT_EQ(file_hashes(tmp / "back"), file_hashes(dir));

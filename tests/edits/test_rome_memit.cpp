@@ -44,12 +44,16 @@ double new_target_probability(const Model& model, const EditRequest& r) {
   const PromptWithTarget pt = split_target(model, r.filled_prompt(), r.target_new);
   ForwardOptions options;
   options.last_position_only = true;
-  return model.forward(at::tensor(pt.prompt, at::kLong).unsqueeze(0), options).to(at::kFloat).softmax(-1)[0][0][pt.target[0]].item<double>();
+  return model.forward(at::tensor(pt.prompt, at::kLong).unsqueeze(0), options)
+      .to(at::kFloat)
+      .softmax(-1)[0][0][pt.target[0]]
+      .item<double>();
 }
 
 // The first `count` requests whose new target is one token: new_target_probability is then the
 // whole target's, the one the value optimisation reports.
-std::vector<EditRequest> one_token_target_requests(const Model& model, const std::vector<EditRequest>& requests, size_t count) {
+std::vector<EditRequest> one_token_target_requests(const Model& model, const std::vector<EditRequest>& requests,
+                                                   size_t count) {
   std::vector<EditRequest> out;
   for (const auto& r : requests)
     if (out.size() < count && split_target(model, r.filled_prompt(), r.target_new).target.size() == 1) out.push_back(r);
@@ -222,8 +226,9 @@ TEST(Rome, ThroughUpdateMovesTheContextAveragedKeysByTheOptimisedVectors) {
   const EditOutcome out = rome(*f.model, r, f.stats, options);
   const std::vector<std::string> contexts = context_templates(*f.model, options.templates, options.seed);
   const std::vector<FactTokens> tokens{choose_fact_tokens(*f.model, r, options.fact_token, contexts, 0, options.seed)};
-  const at::Tensor key_mean =
-      subject_activations(*f.model, {r}, contexts, {HookName{HookPoint::MlpPost, 0}}, tokens)[0].to(at::kDouble).mean(1);
+  const at::Tensor key_mean = subject_activations(*f.model, {r}, contexts, {HookName{HookPoint::MlpPost, 0}}, tokens)[0]
+                                  .to(at::kDouble)
+                                  .mean(1);
   const at::Tensor dw = at::matmul(out.updates[0].left, out.updates[0].right.t()).to(at::kDouble);  // [H, I]
   const double moved = at::matmul(dw, key_mean.t()).norm().item<double>();
   EXPECT_NEAR(moved, out.diagnostics["delta_norm"].get<double>(), 1e-3 * moved);
@@ -356,7 +361,8 @@ TEST(OptimizeValues, RequestsAboutOneSubjectShareTheirVectors) {
   batch.push_back(f.requests[0]);
   const std::vector<std::string> contexts{"{}"};
   std::vector<FactTokens> tokens;
-  for (const auto& r : batch) tokens.push_back(choose_fact_tokens(*f.model, r, FactTokenChoice::Subject, contexts, 0, 1));
+  for (const auto& r : batch)
+    tokens.push_back(choose_fact_tokens(*f.model, r, FactTokenChoice::Subject, contexts, 0, 1));
   ASSERT_EQ(tokens[0].from_end, tokens[1].from_end);
   const int64_t p = static_cast<int64_t>(tokens[0].size()), q = static_cast<int64_t>(tokens[2].size());
   ASSERT_GE(p, 2);

@@ -75,7 +75,8 @@ TEST(KeyMomentSum, Float64KeysStayFloat64AndOtherTypesAreConverted) {
 TEST(KeyStatistics, CollectEqualsKkTSummedInFloat64FromTheForwardPass) {
   const auto model = Model::load(kModel);
   const std::vector<std::string> texts = {"The Eiffel Tower is in", "Paris is the capital of France.",
-                                          "Mount Fuji is the highest mountain in Japan", "Tokyo", "A river runs through it."};
+                                          "Mount Fuji is the highest mountain in Japan", "Tokyo",
+                                          "A river runs through it."};
   const int layer = 4;
   StatsOptions options;
   options.layers = {layer};

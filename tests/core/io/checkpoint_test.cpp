@@ -40,11 +40,10 @@ void write_sharded(const TempDir& dir, bool with_index = true) {
   write_shard(dir / kShard1, {{"model.embed_tokens.weight", 1}, {"model.layers.0.mlp.down_proj.weight", 3}});
   write_shard(dir / kShard2, {{"model.layers.1.mlp.down_proj.weight", 5}, {"lm_head.weight", 7}});
   if (!with_index) return;
-  write_bytes(dir / "model.safetensors.index.json",
-              index_json({{"model.embed_tokens.weight", kShard1},
-                          {"model.layers.0.mlp.down_proj.weight", kShard1},
-                          {"model.layers.1.mlp.down_proj.weight", kShard2},
-                          {"lm_head.weight", kShard2}}));
+  write_bytes(dir / "model.safetensors.index.json", index_json({{"model.embed_tokens.weight", kShard1},
+                                                                {"model.layers.0.mlp.down_proj.weight", kShard1},
+                                                                {"model.layers.1.mlp.down_proj.weight", kShard2},
+                                                                {"lm_head.weight", kShard2}}));
 }
 
 const std::vector<std::string> kShardedNames = {"lm_head.weight", "model.embed_tokens.weight",
@@ -105,8 +104,7 @@ TEST(Checkpoint, UnindexedShardsMustNotRepeatATensor) {
   TempDir dir;
   write_shard(dir / kShard1, {{"a", 1}, {"b", 2}});
   write_shard(dir / kShard2, {{"b", 3}});
-  EXPECT_THROW_MESSAGE(Checkpoint::open(dir.path().string()), FormatError, "tensor \"b\" is in both", kShard1,
-                       kShard2);
+  EXPECT_THROW_MESSAGE(Checkpoint::open(dir.path().string()), FormatError, "tensor \"b\" is in both", kShard1, kShard2);
 }
 
 TEST(Checkpoint, IndexListsAShardThatIsMissing) {
@@ -165,9 +163,8 @@ TEST(Checkpoint, ShapeMismatchNamesTensorFileAndBothShapes) {
   const std::string dir = fixture("hf-parity/llama3");
   const Checkpoint checkpoint = Checkpoint::open(dir);
   EXPECT_NO_THROW(checkpoint.get("model.embed_tokens.weight", {256, 64}));
-  EXPECT_THROW_MESSAGE(checkpoint.get("model.embed_tokens.weight", {64, 256}), FormatError,
-                       dir + "/model.safetensors", "\"model.embed_tokens.weight\"", "has shape [256, 64]",
-                       "expected [64, 256]");
+  EXPECT_THROW_MESSAGE(checkpoint.get("model.embed_tokens.weight", {64, 256}), FormatError, dir + "/model.safetensors",
+                       "\"model.embed_tokens.weight\"", "has shape [256, 64]", "expected [64, 256]");
 }
 
 }  // namespace

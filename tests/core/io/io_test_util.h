@@ -97,16 +97,16 @@ inline uint32_t crc32(const std::byte* data, size_t size) {
 
 // Runs `statement`, requires it to throw exactly `ExceptionType` (not a subclass, not a parent), and
 // requires the message to contain each of the given fragments.
-#define EXPECT_THROW_MESSAGE(statement, ExceptionType, ...)                                      \
-  do {                                                                                           \
-    try {                                                                                        \
-      statement;                                                                                 \
-      ADD_FAILURE() << "expected " #ExceptionType " from: " #statement;                          \
-    } catch (const std::exception& e) {                                                          \
-      EXPECT_EQ(typeid(e), typeid(ExceptionType))                                                \
-          << "threw " << typeid(e).name() << " instead of " #ExceptionType ": " << e.what();     \
-      for (const std::string& fragment : std::vector<std::string>{__VA_ARGS__})                  \
-        EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)                       \
-            << "message lacks \"" << fragment << "\": " << e.what();                             \
-    }                                                                                            \
+#define EXPECT_THROW_MESSAGE(statement, ExceptionType, ...)                                  \
+  do {                                                                                       \
+    try {                                                                                    \
+      statement;                                                                             \
+      ADD_FAILURE() << "expected " #ExceptionType " from: " #statement;                      \
+    } catch (const std::exception& e) {                                                      \
+      EXPECT_EQ(typeid(e), typeid(ExceptionType))                                            \
+          << "threw " << typeid(e).name() << " instead of " #ExceptionType ": " << e.what(); \
+      for (const std::string& fragment : std::vector<std::string>{__VA_ARGS__})              \
+        EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)                   \
+            << "message lacks \"" << fragment << "\": " << e.what();                         \
+    }                                                                                        \
   } while (0)

@@ -97,8 +97,8 @@ TEST(SafetensorsErrors, BadMetadata) {
 TEST(SafetensorsErrors, UnknownDtypeIsListed) {
   EXPECT_PARSE_ERROR(raw_safetensors(one_tensor(R"({"dtype":"F33","shape":[1],"data_offsets":[0,4]})"), 4),
                      "tensor \"t\"", "unknown dtype \"F33\"", "known: F64, F32");
-  EXPECT_PARSE_ERROR(raw_safetensors(one_tensor(R"({"dtype":4,"shape":[1],"data_offsets":[0,4]})"), 4),
-                     "tensor \"t\"", "\"dtype\" must be a string");
+  EXPECT_PARSE_ERROR(raw_safetensors(one_tensor(R"({"dtype":4,"shape":[1],"data_offsets":[0,4]})"), 4), "tensor \"t\"",
+                     "\"dtype\" must be a string");
 }
 
 TEST(SafetensorsErrors, MissingOrMalformedFields) {

@@ -143,8 +143,8 @@ TEST(SafetensorsRead, GetMissingTensorNamesFileAndSuggests) {
   const std::string path = fixture("hf-parity/gpt2/model.safetensors");
   const auto file = SafetensorsFile::open(path);
   EXPECT_FALSE(file.contains("transformer.wte.weights"));
-  EXPECT_THROW_MESSAGE(file.get("transformer.wte.weights"), InputError, path,
-                       "\"transformer.wte.weights\"", "did you mean \"transformer.wte.weight\"");
+  EXPECT_THROW_MESSAGE(file.get("transformer.wte.weights"), InputError, path, "\"transformer.wte.weights\"",
+                       "did you mean \"transformer.wte.weight\"");
   // A missing prefix is the usual mismatch between code and checkpoint.
   EXPECT_THROW_MESSAGE(file.get("h.0.ln_1.weight"), InputError, "did you mean \"transformer.h.0.ln_1.weight\"");
   try {
@@ -179,9 +179,10 @@ TEST(SafetensorsRead, GapsAndTrailingBytesAreAccepted) {
 }
 
 TEST(DType, NamesSizesAndParsing) {
-  const std::vector<std::pair<DType, size_t>> all = {
-      {DType::F64, 8}, {DType::F32, 4}, {DType::F16, 2}, {DType::BF16, 2},   {DType::I64, 8},     {DType::I32, 4},
-      {DType::I16, 2}, {DType::I8, 1},  {DType::U8, 1},  {DType::BOOL, 1}, {DType::F8_E4M3, 1}, {DType::F8_E5M2, 1}};
+  const std::vector<std::pair<DType, size_t>> all = {{DType::F64, 8},  {DType::F32, 4},     {DType::F16, 2},
+                                                     {DType::BF16, 2}, {DType::I64, 8},     {DType::I32, 4},
+                                                     {DType::I16, 2},  {DType::I8, 1},      {DType::U8, 1},
+                                                     {DType::BOOL, 1}, {DType::F8_E4M3, 1}, {DType::F8_E5M2, 1}};
   for (const auto& [dtype, size] : all) {
     EXPECT_EQ(dtype_size(dtype), size) << dtype_name(dtype);
     EXPECT_EQ(parse_dtype(dtype_name(dtype), "ctx"), dtype);

@@ -21,15 +21,15 @@ TEST(WriteSafetensors, RoundTripF32F16BF16I64) {
   TempDir dir;
   const std::string path = dir / "out.safetensors";
   const std::vector<float> f32 = {1.5f, -2.25f, 3.0f, 1e-30f, -0.0f, 65504.0f};
-  const std::vector<uint16_t> f16 = {0x3c00, 0xc000, 0x7bff};       // 1, -2, 65504
+  const std::vector<uint16_t> f16 = {0x3c00, 0xc000, 0x7bff};           // 1, -2, 65504
   const std::vector<uint16_t> bf16 = {0x3f80, 0x4049, 0xff80, 0x0001};  // 1, 3.14, -inf, denormal
   const std::vector<int64_t> i64 = {0, -1, INT64_MAX, INT64_MIN, 42};
   // An odd-sized tensor first: the ones after it start at offsets that are not multiples of 8.
   const std::vector<uint8_t> u8 = {7, 8, 9};
   const std::vector<TensorToWrite> tensors = {
-      tensor_of("u8", DType::U8, {3}, u8),           tensor_of("f32", DType::F32, {2, 3}, f32),
-      tensor_of("f16", DType::F16, {3}, f16),        tensor_of("bf16", DType::BF16, {2, 2}, bf16),
-      tensor_of("i64", DType::I64, {5, 1}, i64),     {"scalar", DType::F32, {}, f32.data(), 4},
+      tensor_of("u8", DType::U8, {3}, u8),       tensor_of("f32", DType::F32, {2, 3}, f32),
+      tensor_of("f16", DType::F16, {3}, f16),    tensor_of("bf16", DType::BF16, {2, 2}, bf16),
+      tensor_of("i64", DType::I64, {5, 1}, i64), {"scalar", DType::F32, {}, f32.data(), 4},
       {"empty", DType::F32, {0, 4}, nullptr, 0}};
   const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"graft", "test"}};
   write_safetensors(path, tensors, metadata);
@@ -92,17 +92,17 @@ TEST(WriteSafetensors, InvalidTensorsAreRefusedBeforeAnythingIsWritten) {
   const std::vector<float> data = {1, 2, 3};
   EXPECT_THROW_MESSAGE(write_safetensors(path, {{"t", DType::F32, {2, 2}, data.data(), 12}}), InputError, path,
                        "tensor \"t\"", "12 bytes given but F32 [2, 2] needs 16");
-  EXPECT_THROW_MESSAGE(
-      write_safetensors(path, {tensor_of("t", DType::F32, {3}, data), tensor_of("t", DType::F32, {3}, data)}),
-      InputError, path, "tensor \"t\"", "twice");
+  EXPECT_THROW_MESSAGE(write_safetensors(path, {tensor_of("t", DType::F32, {3}, data),
+                                                tensor_of("t", DType::F32, {3}, data)}),
+                       InputError, path, "tensor \"t\"", "twice");
   EXPECT_THROW_MESSAGE(write_safetensors(path, {tensor_of("__metadata__", DType::F32, {3}, data)}), InputError,
                        "reserved");
-  EXPECT_THROW_MESSAGE(write_safetensors(path, {{"t", DType::F32, {-3}, data.data(), 12}}), InputError,
-                       "tensor \"t\"", "negative");
+  EXPECT_THROW_MESSAGE(write_safetensors(path, {{"t", DType::F32, {-3}, data.data(), 12}}), InputError, "tensor \"t\"",
+                       "negative");
   EXPECT_THROW_MESSAGE(write_safetensors(path, {{"t", DType::F32, {3}, nullptr, 12}}), InputError, "tensor \"t\"",
                        "null");
-  EXPECT_THROW_MESSAGE(write_safetensors(path, {tensor_of(std::string("bad\xff"), DType::F32, {3}, data)}),
-                       InputError, path, "UTF-8");
+  EXPECT_THROW_MESSAGE(write_safetensors(path, {tensor_of(std::string("bad\xff"), DType::F32, {3}, data)}), InputError,
+                       path, "UTF-8");
   EXPECT_TRUE(dir.entries().empty());
 }
 

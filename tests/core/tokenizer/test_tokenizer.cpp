@@ -45,9 +45,9 @@ TEST(TokenizerFixtures, DecodeKeepsSpecialTokensUnlessAskedToSkip) {
 
 TEST(TokenizerFixtures, MetaspaceFirstPrependsOnlyAtTheStartOfTheInput) {
   const Tokenizer meta = Tokenizer::from_file(data_path(kMetaspace));
-  EXPECT_EQ(meta.encode("<bos>is"), (Ids{2, 257}));     // "is" follows a token: no "▁"
-  EXPECT_EQ(meta.encode("<bos> is"), (Ids{2, 94}));     // "▁is" from the space itself
-  EXPECT_EQ(meta.encode(" x"), (Ids{73, 62}));          // "▁" "x": a leading space is not doubled
+  EXPECT_EQ(meta.encode("<bos>is"), (Ids{2, 257}));  // "is" follows a token: no "▁"
+  EXPECT_EQ(meta.encode("<bos> is"), (Ids{2, 94}));  // "▁is" from the space itself
+  EXPECT_EQ(meta.encode(" x"), (Ids{73, 62}));       // "▁" "x": a leading space is not doubled
   EXPECT_EQ(meta.decode({73, 62}), "x");
 }
 
@@ -171,10 +171,10 @@ TEST(TokenizerSpecialTokens, AddBosFalseAddsNothing) {
 }
 
 TEST(TokenizerSpecialTokens, TokenStringsAndAddedTokenObjects) {
-  const Tokenizer tok =
-      ModelDir(R"({"add_bos_token": true, "add_eos_token": true, "bos_token": "<|bos|>",
-                   "eos_token": {"__type": "AddedToken", "content": "<|eos|>"}, "pad_token": null})", "")
-          .load();
+  const Tokenizer tok = ModelDir(R"({"add_bos_token": true, "add_eos_token": true, "bos_token": "<|bos|>",
+                   "eos_token": {"__type": "AddedToken", "content": "<|eos|>"}, "pad_token": null})",
+                                 "")
+                            .load();
   EXPECT_EQ(tok.bos_id(), 2);
   EXPECT_EQ(tok.eos_id(), 1);
   EXPECT_EQ(tok.pad_id(), std::nullopt);
@@ -204,7 +204,8 @@ TEST(TokenizerSpecialTokens, TemplateProcessingOfTokenizerJson) {
   expected.push_back(1);
   EXPECT_EQ(tok.encode("hi", true), expected);
   // tokenizer_config.json's flags replace the template, as transformers rebuilds it from them.
-  const Tokenizer overridden = ModelDir(R"({"add_bos_token": true, "add_eos_token": false})", "", with_bos_template()).load();
+  const Tokenizer overridden =
+      ModelDir(R"({"add_bos_token": true, "add_eos_token": false})", "", with_bos_template()).load();
   Ids bos_only = tok.encode("hi");
   bos_only.insert(bos_only.begin(), 2);
   EXPECT_EQ(overridden.encode("hi", true), bos_only);

@@ -51,18 +51,26 @@ TEST(TokenizerErrors, InvalidAndTruncatedJson) {
 TEST(TokenizerErrors, UnsupportedComponentsAreNamed) {
   EXPECT_EQ(load_error([](json& t) { t["model"]["type"] = "WordPiece"; }),
             "edited.json: model.type \"WordPiece\" is not supported (supported: BPE)");
-  expect_contains(load_error([](json& t) { t["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
+  expect_contains(load_error([](json& t) {
+                    t["pre_tokenizer"] = {{"type", "Whitespace"}};
+                  }),
                   {"edited.json: pre_tokenizer.type \"Whitespace\" is not a supported pre-tokenizer (supported: "});
   expect_contains(load_error([](json& t) {
                     t["pre_tokenizer"] = json::parse(R"({"type": "Sequence", "pretokenizers": [
                         {"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Isolated", "invert": false}]})");
                   }),
                   {"pre_tokenizer.pretokenizers[0].pattern.Regex \"\\\\w+\" is not a supported regex", "Llama 3"});
-  expect_contains(load_error([](json& t) { t["normalizer"] = {{"type", "Lowercase"}}; }),
+  expect_contains(load_error([](json& t) {
+                    t["normalizer"] = {{"type", "Lowercase"}};
+                  }),
                   {"normalizer.type \"Lowercase\" is not a supported normalizer"});
-  expect_contains(load_error([](json& t) { t["decoder"] = {{"type", "CTC"}}; }),
+  expect_contains(load_error([](json& t) {
+                    t["decoder"] = {{"type", "CTC"}};
+                  }),
                   {"decoder.type \"CTC\" is not a supported decoder"});
-  expect_contains(load_error([](json& t) { t["post_processor"] = {{"type", "Magic"}}; }),
+  expect_contains(load_error([](json& t) {
+                    t["post_processor"] = {{"type", "Magic"}};
+                  }),
                   {"post_processor.type \"Magic\" is not a supported post-processor"});
   expect_contains(load_error([](json& t) { t["model"]["dropout"] = 0.1; }),
                   {"model.dropout is 0.1; BPE dropout makes encoding random"});
@@ -72,7 +80,9 @@ TEST(TokenizerErrors, UnsupportedComponentsAreNamed) {
 TEST(TokenizerErrors, BrokenModelsAreNamed) {
   expect_contains(load_error([](json& t) { t["model"]["merges"].push_back("zz qq"); }),
                   {"edited.json: model.merges[1141] names \"zz\", which is not in model.vocab"});
-  expect_contains(load_error([](json& t) { t["model"]["merges"].push_back(json::array({"a", "qq"})); }),
+  expect_contains(load_error([](json& t) {
+                    t["model"]["merges"].push_back(json::array({"a", "qq"}));
+                  }),
                   {"model.merges[1141] names \"qq\""});
   expect_contains(load_error([](json& t) { t["model"]["merges"].push_back("a b c"); }),
                   {"model.merges[1141] must be two tokens separated by one space, got \"a b c\""});
@@ -86,7 +96,8 @@ TEST(TokenizerErrors, BrokenModelsAreNamed) {
                   {"model.vocab gives \"zzz\" the id 2000000000, far beyond"});
   expect_contains(load_error([](json& t) { t.erase("model"); }), {"edited.json: model is missing"});
   expect_contains(load_error([](json& t) { t["model"].erase("merges"); }), {"model.merges is missing"});
-  expect_contains(load_error([](json& t) { t["added_tokens"][0].erase("content"); }), {"added_tokens[0].content is missing"});
+  expect_contains(load_error([](json& t) { t["added_tokens"][0].erase("content"); }),
+                  {"added_tokens[0].content is missing"});
   expect_contains(load_error([](json& t) { t["added_tokens"][1]["special"] = 1; }),
                   {"added_tokens[1].special must be true or false, got an integer"});
 }
@@ -99,7 +110,9 @@ TEST(TokenizerErrors, DeepNestingIsRefused) {
 
 TEST(TokenizerErrors, IdsOutOfRange) {
   const Tokenizer tok = Tokenizer::from_file(data_path(kByteLevel));
-  expect_contains(message_of<InputError>([&] { tok.decode({42, 1400}); }),
+  expect_contains(message_of<InputError>([&] {
+                    tok.decode({42, 1400});
+                  }),
                   {"decode: id 1400 is not a token of tokenizer.json (", "(vocabulary size 1400)"});
   expect_contains(message_of<InputError>([&] { tok.decode({-1}); }), {"decode: id -1"});
   expect_contains(message_of<InputError>([&] { tok.id_to_token(1400); }), {"id_to_token: id 1400"});

@@ -17,13 +17,23 @@ namespace detail = graft::tokenizer_detail;
 
 // vocab: <unk>=0 a=1 b=2 c=3 ab=4 bc=5 abc=6 <0x78>=7 <0x79>=8; no pre-tokenizer or decoder.
 json tiny_bpe(const json& merges) {
-  return json{{"version", "1.0"}, {"added_tokens", json::array()}, {"normalizer", nullptr}, {"pre_tokenizer", nullptr},
-              {"post_processor", nullptr}, {"decoder", nullptr},
-              {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", "<unk>"}, {"fuse_unk", false},
-                         {"byte_fallback", false}, {"ignore_merges", false},
-                         {"vocab", {{"<unk>", 0}, {"a", 1}, {"b", 2}, {"c", 3}, {"ab", 4}, {"bc", 5}, {"abc", 6},
-                                    {"<0x78>", 7}, {"<0x79>", 8}}},
-                         {"merges", merges}}}};
+  return json{
+      {"version", "1.0"},
+      {"added_tokens", json::array()},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", nullptr},
+      {"post_processor", nullptr},
+      {"decoder", nullptr},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", "<unk>"},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", false},
+        {"vocab",
+         {{"<unk>", 0}, {"a", 1}, {"b", 2}, {"c", 3}, {"ab", 4}, {"bc", 5}, {"abc", 6}, {"<0x78>", 7}, {"<0x79>", 8}}},
+        {"merges", merges}}}};
 }
 
 Tokenizer load(const json& config) { return Tokenizer::from_json_string(config.dump(), "unit.json"); }
@@ -33,7 +43,8 @@ TEST(TokenizerBpe, MergeRankDecidesOverlaps) {
   EXPECT_EQ(bc_first.encode("abc"), (Ids{6}));
   EXPECT_EQ(bc_first.encode("abcabc"), (Ids{6, 6}));
   EXPECT_EQ(bc_first.encode("bcab"), (Ids{5, 4}));
-  const Tokenizer ab_first = load(tiny_bpe(json::array({json::array({"a", "b"}), json::array({"b", "c"}), json::array({"a", "bc"})})));  // pairs
+  const Tokenizer ab_first = load(
+      tiny_bpe(json::array({json::array({"a", "b"}), json::array({"b", "c"}), json::array({"a", "bc"})})));  // pairs
   EXPECT_EQ(ab_first.encode("abc"), (Ids{4, 3}));
   EXPECT_EQ(ab_first.encode("abcabc"), (Ids{4, 3, 4, 3}));
   EXPECT_EQ(ab_first.encode("cab"), (Ids{3, 4}));
@@ -92,9 +103,10 @@ TEST(TokenizerBpe, SubwordPrefixAndWordSuffix) {
 
 json bytelevel_with_added_tokens() {
   json tok = read_json(data_path("tokenizers/bytelevel_bpe/tokenizer.json"));
-  const auto token = [](const char* content, bool lstrip, bool rstrip, bool single_word, bool normalized, bool special) {
-    return json{{"id", 0}, {"content", content}, {"single_word", single_word}, {"lstrip", lstrip}, {"rstrip", rstrip},
-                {"normalized", normalized}, {"special", special}};
+  const auto token = [](const char* content, bool lstrip, bool rstrip, bool single_word, bool normalized,
+                        bool special) {
+    return json{{"id", 0},          {"content", content},       {"single_word", single_word}, {"lstrip", lstrip},
+                {"rstrip", rstrip}, {"normalized", normalized}, {"special", special}};
   };
   tok["added_tokens"].push_back(token("<|tool|>", true, false, false, false, true));
   tok["added_tokens"].push_back(token("[MASK]", false, true, false, false, true));
@@ -110,7 +122,7 @@ TEST(TokenizerAddedTokens, HfMatchingRules) {
   EXPECT_EQ(tok.encode("a  <|tool|>b"), (Ids{67, 1400, 68}));  // lstrip swallows the spaces before
   EXPECT_EQ(tok.encode("[MASK]   c"), (Ids{1401, 69}));        // rstrip swallows the spaces after
   EXPECT_EQ(tok.encode("cat concat cat."), (Ids{1402, 275, 291, 69, 380, 223, 1402, 16}));  // single_word
-  EXPECT_EQ(tok.encode("<|bos|>x<|bos|>y"), (Ids{1403, 2, 91}));                           // longest match
+  EXPECT_EQ(tok.encode("<|bos|>x<|bos|>y"), (Ids{1403, 2, 91}));                            // longest match
   EXPECT_EQ(tok.decode({67, 1400, 68}), "a<|tool|>b");
   EXPECT_EQ(tok.decode({67, 1400, 68}, true), "ab");
   EXPECT_EQ(tok.decode({1403, 2, 91}, true), "<|bos|>xy");  // a non-special added token stays
@@ -150,9 +162,12 @@ TEST(TokenizerUnicode, CategoriesAreUnicode16LikeOniguruma) {
 
 TEST(TokenizerUnicode, LossyUtf8IsRustsFromUtf8Lossy) {
   EXPECT_EQ(detail::utf8_lossy("ok"), "ok");
-  EXPECT_EQ(detail::utf8_lossy("\xE2\x82"), "\xEF\xBF\xBD");                      // one incomplete sequence
-  EXPECT_EQ(detail::utf8_lossy("\xE0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");          // overlong: two
-  EXPECT_EQ(detail::utf8_lossy("\xF0\x90\x80" "A"), "\xEF\xBF\xBD" "A");
+  EXPECT_EQ(detail::utf8_lossy("\xE2\x82"), "\xEF\xBF\xBD");              // one incomplete sequence
+  EXPECT_EQ(detail::utf8_lossy("\xE0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong: two
+  EXPECT_EQ(detail::utf8_lossy("\xF0\x90\x80"
+                               "A"),
+            "\xEF\xBF\xBD"
+            "A");
   EXPECT_EQ(detail::utf8_lossy("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
   EXPECT_EQ(detail::find_invalid_utf8("h\xC3\xA9llo"), std::string::npos);
   EXPECT_EQ(detail::find_invalid_utf8("h\xC3"), 1u);
@@ -175,8 +190,7 @@ TEST(TokenizerUnicode, NormalizationWithHfsUnicode9Tables) {
 }
 
 TEST(TokenizerSplitPatterns, RecognisesOnlyTheKnownRegexes) {
-  EXPECT_EQ(detail::recognize_pattern(
-                R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)"),
+  EXPECT_EQ(detail::recognize_pattern(R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)"),
             detail::KnownPattern::kGpt2);
   EXPECT_EQ(detail::recognize_pattern(R"(\w+)"), std::nullopt);
 }
@@ -191,9 +205,11 @@ std::vector<std::string> pieces(detail::KnownPattern pattern, const std::string&
 
 TEST(TokenizerSplitPatterns, Gpt2AndLlama3Splits) {
   using S = std::vector<std::string>;
-  EXPECT_EQ(pieces(detail::KnownPattern::kGpt2, "I'm  here 123 ok!!\n"), (S{"I", "'m", " ", " here", " 123", " ok", "!!", "\n"}));
+  EXPECT_EQ(pieces(detail::KnownPattern::kGpt2, "I'm  here 123 ok!!\n"),
+            (S{"I", "'m", " ", " here", " 123", " ok", "!!", "\n"}));
   EXPECT_EQ(pieces(detail::KnownPattern::kGpt2, "a   b"), (S{"a", "  ", " b"}));
-  EXPECT_EQ(pieces(detail::KnownPattern::kLlama3, "I'M 12345\tx\r\n\n  y"), (S{"I", "'M", " ", "123", "45", "\tx", "\r\n\n", " ", " y"}));
+  EXPECT_EQ(pieces(detail::KnownPattern::kLlama3, "I'M 12345\tx\r\n\n  y"),
+            (S{"I", "'M", " ", "123", "45", "\tx", "\r\n\n", " ", " y"}));
   EXPECT_EQ(pieces(detail::KnownPattern::kLlama3, "'ſt"), (S{"'ſ", "t"}));  // Unicode case folding
   EXPECT_EQ(pieces(detail::KnownPattern::kQwen2, "12..\n"), (S{"1", "2", "..\n"}));
 }
