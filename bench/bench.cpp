@@ -1,6 +1,8 @@
 // graft benchmarks: see bench.h. Every ratio compares two figures measured in the same process.
 #include "bench/bench.h"
 
+#include "bench/editors.h"
+
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
@@ -19,9 +21,6 @@
 #include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/tensor.h"
-#include "edits/memit.h"
-#include "edits/request.h"
-#include "edits/rome.h"
 #include "edits/stats.h"
 
 #ifndef GRAFT_SOURCE_DIR
@@ -261,16 +260,14 @@ double decode_seconds(const Model& m, const at::Tensor& prompt, int64_t steps) {
   });
 }
 
-std::vector<std::string> split_lines(const std::string& path, size_t max_lines) {
-  std::vector<std::string> lines = edits::KeyStatistics::read_corpus(path);
-  if (lines.size() > max_lines) lines.resize(max_lines);
-  return lines;
-}
-
 using Log = std::function<void(const std::string&)>;
 
 // The prompt of the memory workload, and the one decode is timed after: 128 random tokens (seed 7).
-at::Tensor workload_prompt(const Model& m) { return random_ids(m, 1, 128, 7); }
+// (Shorter where the model has fewer positions, with room for the 16 decode steps.)
+at::Tensor workload_prompt(const Model& m) {
+  const int64_t positions = m.spec().learned_positions ? m.spec().max_position_embeddings : 0;
+  return random_ids(m, 1, positions > 0 ? std::min<int64_t>(128, positions - 16) : 128, 7);
+}
 
 // Loads the model and records memory: the resident set before loading, its peaks over the load and
 // over a small inference (prefill + decode), and what it holds after, split by kind.
@@ -438,52 +435,6 @@ json measure_hooks(const std::string& name, const Model& m, int r, const Log& lo
   return {{"null_s", t_null}, {"empty_s", t_empty}, {"overhead", t_empty / t_null - 1.0}, {"target", kHooksOverhead}};
 }
 
-// Seconds an editor spent in each of its phases.
-json phase_seconds(const edits::EditOutcome& outcome) {
-  return {{"templates_s", outcome.seconds_templates},
-          {"keys_s", outcome.seconds_keys},
-          {"values_s", outcome.seconds_values},
-          {"solve_s", outcome.seconds_solve}};
-}
-
-// The real statistics collector over the corpus, then ROME and MEMIT with those statistics.
-void measure_editors(const std::string& name, Model& model, const Options& opt, json& out, const Log& log) {
-  const std::string corpus = std::string(GRAFT_SOURCE_DIR) + "/models/facts_corpus.txt";
-  const std::string requests_path = std::string(GRAFT_SOURCE_DIR) + "/tests/data/facts/requests.json";
-  const int L = model.arch().num_layers();
-  edits::StatsOptions so;
-  so.layers = {L / 2 - 1, L / 2, L / 2 + 1};
-  so.max_tokens = opt.quick ? 5000 : 20000;
-  const std::vector<std::string> texts = split_lines(corpus, 4000);
-  auto t0 = std::chrono::steady_clock::now();
-  edits::KeyStatistics ks = edits::KeyStatistics::collect(model, texts, so);
-  const double t_collect = seconds_since(t0);
-  out["key_statistics"] = {{"layers", so.layers},
-                           {"tokens", ks.tokens()},
-                           {"seconds", t_collect},
-                           {"tokens_per_s", ks.tokens() / t_collect}};
-  log(name + ": KeyStatistics " + std::to_string(ks.tokens() / t_collect) + " tok/s");
-
-  const std::vector<edits::EditRequest> requests = edits::load_requests(requests_path);
-  edits::RomeOptions ro;
-  ro.layer = L / 2;
-  t0 = std::chrono::steady_clock::now();
-  const edits::EditOutcome rome = edits::rome(model, requests.at(0), ks, ro);
-  out["rome"] = {{"layer", ro.layer}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect}};
-  out["rome"].update(phase_seconds(rome));
-  log(name + ": ROME done");
-
-  edits::MemitOptions mo;
-  mo.layers = so.layers;
-  const size_t n = std::min<size_t>(opt.quick ? 20 : 100, requests.size());
-  const std::vector<edits::EditRequest> batch(requests.begin(), requests.begin() + static_cast<long>(n));
-  t0 = std::chrono::steady_clock::now();
-  const edits::EditOutcome memit = edits::memit(model, batch, ks, mo);
-  out["memit"] = {{"layers", mo.layers}, {"requests", n}, {"seconds", seconds_since(t0)}, {"statistics_s", t_collect}};
-  out["memit"].update(phase_seconds(memit));
-  log(name + ": MEMIT done");
-}
-
 }  // namespace
 
 std::string source_dir() { return GRAFT_SOURCE_DIR; }
@@ -494,7 +445,16 @@ bool Options::wants(const std::string& section) const {
   return sections.empty() || std::find(sections.begin(), sections.end(), section) != sections.end();
 }
 
-std::vector<std::string> model_names() { return {"gemma4-e2b", "llama-1b", "gpt2-small", "gemma4-facts"}; }
+std::vector<std::string> model_names() {
+  return {"gemma4-e2b", "llama-1b", "gpt2-small", "gemma4-facts", "gpt2-facts", "llama-facts"};
+}
+
+std::string bundled_model_dir(const std::string& name, const Options& options) {
+  if (name == "gemma4-facts") return options.facts_dir;
+  if (name == "gpt2-facts") return source_dir() + "/tests/data/facts/gpt2_facts";
+  if (name == "llama-facts") return source_dir() + "/tests/data/facts/llama_facts";
+  return "";
+}
 
 void write_random_model(const std::string& name, bool quick, const std::string& dir) {
   json config;
@@ -521,6 +481,12 @@ void write_random_model(const std::string& name, bool quick, const std::string& 
     tensors.push_back({t.name, io::DType::F32, t.shape, x.data_ptr(), static_cast<size_t>(x.nbytes())});
   }
   io::write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+  // The quick E2B shape (4 layers) is small enough to edit: it gets the facts model's tokenizer
+  // (1656 tokens, inside its vocabulary) and so the editors' rows.
+  if (name == "gemma4-e2b" && quick)
+    for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
+      fs::copy_file(source_dir() + "/models/gemma4_facts/" + file, dir + "/" + file,
+                    fs::copy_options::overwrite_existing);
 }
 
 json measure_model(const std::string& name, const std::string& model_dir, const Options& opt, const Log& log) {
@@ -536,12 +502,15 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
   Gemm gemm(device);
   Stream stream(device);
   measure_references(name, device, r, gemm, stream, out, log);
-  if (opt.wants("prefill")) out["prefill"] = measure_prefill(name, m, opt, r, gemm, log);
-  if (opt.wants("decode")) out["decode"] = measure_decode(name, m, opt, r, stream, log);
-  if (opt.wants("statistics")) out["statistics"] = measure_statistics(name, m, r, log);
-  if (opt.wants("hooks")) out["hooks"] = measure_hooks(name, m, r, log);
-  // The facts model has a tokenizer: the real statistics collector and the editors.
-  if (name == "gemma4-facts" && opt.wants("editors")) measure_editors(name, *model, opt, out, log);
+  // The small facts models are there for the editors (GPT-2's has 64 positions).
+  const bool editors_only = !bundled_model_dir(name, opt).empty() && name != "gemma4-facts";
+  if (opt.wants("prefill") && !editors_only) out["prefill"] = measure_prefill(name, m, opt, r, gemm, log);
+  if (opt.wants("decode") && !editors_only) out["decode"] = measure_decode(name, m, opt, r, stream, log);
+  if (opt.wants("statistics") && !editors_only) out["statistics"] = measure_statistics(name, m, r, log);
+  if (opt.wants("hooks") && !editors_only) out["hooks"] = measure_hooks(name, m, r, log);
+  // Models with a tokenizer (the facts models; the random E2B shape, given the facts tokenizer in a
+  // --quick run): the real statistics collector and the editors.
+  if (model->tokenizer() != nullptr && opt.wants("editors")) out["editors"] = measure_editors(name, *model, opt, log);
   return out;
 }
 
@@ -657,24 +626,7 @@ std::string format_tables(const json& results) {
       << fmt("  %15.0f", r["memory"]["device_peak_bytes"].get<double>() / 1048576.0) << fmt("  %5.2f", ratio) << "  "
       << verdict(ratio <= kMemoryOverWeights) << "\n";
   }
-  for (const auto& r : results) {
-    if (r.contains("key_statistics")) {
-      const auto& k = r["key_statistics"];
-      o << "\nKeyStatistics::collect on " << r["model"].get<std::string>() << ": " << k["tokens"].get<int64_t>()
-        << " tokens, layers " << k["layers"].dump() << ", " << fmt("%.2f s", k["seconds"].get<double>())
-        << fmt(", %.0f tokens/s\n", k["tokens_per_s"].get<double>());
-    }
-    for (const char* e : {"rome", "memit"}) {
-      if (!r.contains(e)) continue;
-      const auto& x = r[e];
-      o << (std::string(e) == "rome" ? "ROME, 1 request"
-                                     : "MEMIT, " + std::to_string(x["requests"].get<int>()) + " requests")
-        << fmt(": %.2f s", x["seconds"].get<double>()) << fmt(" (templates %.2f", x["templates_s"].get<double>())
-        << fmt(", keys %.2f", x["keys_s"].get<double>()) << fmt(", v* optimisation %.2f", x["values_s"].get<double>())
-        << fmt(", solve %.2f)", x["solve_s"].get<double>())
-        << fmt(" + statistics %.2f s\n", x["statistics_s"].get<double>());
-    }
-  }
+  for (const auto& r : results) o << format_editor_rows(r);
   return o.str();
 }
 

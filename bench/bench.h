@@ -23,17 +23,21 @@ struct Options {
   // Which measurements to take (section_names()); empty: all. The reference figures and the memory
   // peaks are always taken. With a subset, a model can be measured at full depth in minutes.
   std::vector<std::string> sections;
+  bool profile = false;  // editors: also each row's operators by self time (bench/op_profile.h)
   bool wants(const std::string& section) const;
 };
 
-// "prefill", "decode", "statistics", "hooks", "editors" (the facts model's collector, ROME, MEMIT).
+// "prefill", "decode", "statistics", "hooks", "editors" (on models with a tokenizer: bench/editors.h).
 std::vector<std::string> section_names();
 
 // The source tree (for the Gemma 4 config, the facts model, the corpus and the peer script).
 std::string source_dir();
 
-// Names of the benchmark models: "gemma4-e2b", "llama-1b", "gpt2-small", "gemma4-facts".
+// Names of the benchmark models: the random "gemma4-e2b", "llama-1b", "gpt2-small" and the bundled
+// "gemma4-facts", "gpt2-facts", "llama-facts".
 std::vector<std::string> model_names();
+// A bundled model's directory; empty for the random ones.
+std::string bundled_model_dir(const std::string& name, const Options& options);
 // Writes config.json and a random model.safetensors for a named shape into `dir` (created).
 // "gemma4-facts" is not written: it is the bundled model.
 void write_random_model(const std::string& name, bool quick, const std::string& dir);

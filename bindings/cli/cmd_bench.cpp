@@ -21,7 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct BenchArgs {
-  bool quick = false, json = false, peer = false;
+  bool quick = false, json = false, peer = false, profile = false;
   int repeats = 3, threads = 0;
   std::vector<std::string> models, sections;
   std::string facts_dir, write_models, json_out, device = "cpu";
@@ -54,6 +54,7 @@ int run_bench(const BenchArgs& a) {
   opt.threads = a.threads;
   opt.sections = a.sections;
   opt.device = a.device;
+  opt.profile = a.profile;
   opt.facts_dir = a.facts_dir.empty() ? bench::source_dir() + "/models/gemma4_facts" : a.facts_dir;
   auto log = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
 
@@ -65,7 +66,7 @@ int run_bench(const BenchArgs& a) {
   const std::vector<std::string> models = a.models.empty() ? bench::model_names() : a.models;
   if (!a.write_models.empty()) {  // for the peer script: the same random models, kept
     for (const auto& m : models)
-      if (m != "gemma4-facts") bench::write_random_model(m, a.quick, a.write_models + "/" + m);
+      if (bench::bundled_model_dir(m, opt).empty()) bench::write_random_model(m, a.quick, a.write_models + "/" + m);
     return 0;
   }
 
@@ -74,8 +75,9 @@ int run_bench(const BenchArgs& a) {
   const std::string tmp = tmpl;
   nlohmann::json results = nlohmann::json::array();
   for (const auto& m : models) {
-    const std::string dir = m == "gemma4-facts" ? opt.facts_dir : tmp + "/" + m;
-    if (m != "gemma4-facts") {
+    const bool bundled = !bench::bundled_model_dir(m, opt).empty();
+    const std::string dir = bundled ? bench::bundled_model_dir(m, opt) : tmp + "/" + m;
+    if (!bundled) {
       log(m + ": writing random weights to " + dir);
       bench::write_random_model(m, a.quick, dir);
     }
@@ -88,9 +90,10 @@ int run_bench(const BenchArgs& a) {
                                     "--threads",   std::to_string(a.threads),
                                     "--device",    a.device};
     if (a.quick) cmd.push_back("--quick");
+    if (a.profile) cmd.push_back("--profile");
     for (const auto& s : a.sections) cmd.insert(cmd.end(), {"--sections", s});
     const int rc = run_process(cmd);
-    if (m != "gemma4-facts") fs::remove_all(dir);
+    if (!bundled) fs::remove_all(dir);
     if (rc != 0) {
       log(m + ": child exited with " + std::to_string(rc) + "; left out");
       continue;
@@ -130,10 +133,14 @@ Runner add_bench_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "benchmarks on random-weight models of real shapes (figures, not tests)");
   cmd->add_flag("--quick", args->quick, "fewer layers, no 8 x 512 prefill, shorter decode");
   cmd->add_flag("--json", args->json, "print JSON instead of tables");
+  cmd->add_flag("--profile", args->profile,
+                "editors: print each row's operators by self time (LibTorch's RecordFunction)");
   cmd->add_flag("--peer", args->peer, "then run bench/peer_transformers.py (graft vs transformers)");
   cmd->add_option("--repeats", args->repeats, "timed runs per figure (median reported)")->check(CLI::Range(1, 100));
   cmd->add_option("--threads", args->threads, "intra-op threads (0: one per core)")->check(CLI::Range(0, 1024));
-  cmd->add_option("--models", args->models, "subset of: gemma4-e2b llama-1b gpt2-small gemma4-facts")->delimiter(',');
+  cmd->add_option("--models", args->models,
+                  "subset of: gemma4-e2b llama-1b gpt2-small gemma4-facts gpt2-facts llama-facts")
+      ->delimiter(',');
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or mps: where the models and the reference figures run")
       ->capture_default_str();
   cmd->add_option(

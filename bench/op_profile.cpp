@@ -1,0 +1,137 @@
+#include "bench/op_profile.h"
+
+#include <ATen/record_function.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace graft::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Totals {
+  std::mutex mutex;
+  std::map<std::string, OpTime> ops;
+};
+Totals* g_totals = nullptr;  // the running OpProfile's figures (RecordFunction takes plain function pointers)
+
+// The calls open on one thread, innermost last, each with the time its nested calls took.
+struct Open {
+  Clock::time_point start;
+  double nested_s = 0;
+};
+thread_local std::vector<Open> t_open;
+
+// Marks a call whose start this profile saw (a call begun before it started has no context).
+struct Started : at::ObserverContext {
+  size_t depth = 0;
+};
+
+std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction&) {
+  auto context = std::make_unique<Started>();
+  context->depth = t_open.size();
+  t_open.push_back({Clock::now(), 0.0});
+  return context;
+}
+
+void on_end(const at::RecordFunction& fn, at::ObserverContext* context) {
+  auto* started = dynamic_cast<Started*>(context);
+  if (started == nullptr || started->depth + 1 != t_open.size() || g_totals == nullptr) return;
+  const Open open = t_open.back();
+  t_open.pop_back();
+  const double total = std::chrono::duration<double>(Clock::now() - open.start).count();
+  if (!t_open.empty()) t_open.back().nested_s += total;
+  std::lock_guard<std::mutex> lock(g_totals->mutex);
+  OpTime& op = g_totals->ops[fn.name()];
+  op.self_s += total - open.nested_s;
+  op.total_s += total;
+  ++op.calls;
+}
+
+at::CallbackHandle g_handle = 0;
+
+double self_seconds_of(const std::vector<std::string>& names) {
+  if (g_totals == nullptr) return 0;
+  std::lock_guard<std::mutex> lock(g_totals->mutex);
+  double s = 0;
+  for (const auto& name : names)
+    if (auto it = g_totals->ops.find(name); it != g_totals->ops.end()) s += it->second.self_s;
+  return s;
+}
+
+}  // namespace
+
+OpProfile::OpProfile() {
+  if (g_totals != nullptr) throw Error("OpProfile: one profile at a time");
+  g_totals = new Totals;
+  g_handle = at::addGlobalCallback(at::RecordFunctionCallback(&on_start, &on_end)
+                                       .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+}
+
+void OpProfile::stop() {
+  if (g_handle != 0) at::removeCallback(g_handle);
+  g_handle = 0;
+}
+
+OpProfile::~OpProfile() {
+  stop();
+  delete g_totals;
+  g_totals = nullptr;
+}
+
+std::vector<OpTime> OpProfile::by_self_time() const {
+  std::vector<OpTime> out;
+  {
+    std::lock_guard<std::mutex> lock(g_totals->mutex);
+    for (const auto& [name, op] : g_totals->ops) {
+      out.push_back(op);
+      out.back().name = name;
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.self_s > b.self_s; });
+  return out;
+}
+
+double OpProfile::matmul_seconds() const {
+  return self_seconds_of({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv",
+                          "aten::dot", "aten::addbmm"});
+}
+
+double OpProfile::attention_kernel_seconds() const {
+  return self_seconds_of({"aten::_scaled_dot_product_flash_attention_for_cpu",
+                          "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+                          "aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
+                          "aten::_flash_attention_forward", "aten::_flash_attention_backward",
+                          "aten::_efficient_attention_forward", "aten::_efficient_attention_backward"});
+}
+
+nlohmann::json op_table_json(const std::vector<OpTime>& ops, size_t top) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < std::min(top, ops.size()); ++i)
+    rows.push_back(
+        {{"op", ops[i].name}, {"self_s", ops[i].self_s}, {"total_s", ops[i].total_s}, {"calls", ops[i].calls}});
+  return rows;
+}
+
+std::string op_table_text(const std::vector<OpTime>& ops, size_t top, double wall_seconds) {
+  std::ostringstream o;
+  char line[256];
+  std::snprintf(line, sizeof line, "    %-58s %9s %7s %9s %8s\n", "operator", "self s", "share", "total s", "calls");
+  o << line;
+  for (size_t i = 0; i < std::min(top, ops.size()); ++i) {
+    std::snprintf(line, sizeof line, "    %-58.58s %9.3f %6.1f%% %9.3f %8lld\n", ops[i].name.c_str(), ops[i].self_s,
+                  100 * ops[i].self_s / wall_seconds, ops[i].total_s, static_cast<long long>(ops[i].calls));
+    o << line;
+  }
+  return o.str();
+}
+
+}  // namespace graft::bench
