@@ -124,6 +124,20 @@ json gemma4_e2b_config(bool quick) {
   return c;
 }
 
+// The E2B shape the editors' rows run on: the four layers of --quick (every kind of layer), with the
+// facts model's vocabulary, so that its tokenizer decodes what the model samples (context templates).
+json gemma4_e2b_editors_config() {
+  json c = gemma4_e2b_config(/*quick=*/true);
+  const std::string facts = std::string(GRAFT_SOURCE_DIR) + "/models/gemma4_facts/config.json";
+  std::ifstream in(facts);
+  if (!in) throw InputError(facts + ": cannot read the facts model's config");
+  json f = json::parse(in);
+  const json& text = f.contains("text_config") ? f["text_config"] : f;
+  c["text_config"]["vocab_size"] = text.at("vocab_size");
+  c["text_config"]["vocab_size_per_layer_input"] = text.value("vocab_size_per_layer_input", text.at("vocab_size"));
+  return c;
+}
+
 json llama_1b_config(bool quick) {
   return {{"architectures", {"LlamaForCausalLM"}},
           {"model_type", "llama"},
@@ -446,7 +460,7 @@ bool Options::wants(const std::string& section) const {
 }
 
 std::vector<std::string> model_names() {
-  return {"gemma4-e2b", "llama-1b", "gpt2-small", "gemma4-facts", "gpt2-facts", "llama-facts"};
+  return {"gemma4-e2b", "llama-1b", "gpt2-small", "gemma4-facts", "gpt2-facts", "llama-facts", "gemma4-e2b-editors"};
 }
 
 std::string bundled_model_dir(const std::string& name, const Options& options) {
@@ -459,6 +473,7 @@ std::string bundled_model_dir(const std::string& name, const Options& options) {
 void write_random_model(const std::string& name, bool quick, const std::string& dir) {
   json config;
   if (name == "gemma4-e2b") config = gemma4_e2b_config(quick);
+  else if (name == "gemma4-e2b-editors") config = gemma4_e2b_editors_config();
   else if (name == "llama-1b") config = llama_1b_config(quick);
   else if (name == "gpt2-small") config = gpt2_small_config(quick);
   else throw InputError("bench: no random model named '" + name + "'");
@@ -481,9 +496,7 @@ void write_random_model(const std::string& name, bool quick, const std::string& 
     tensors.push_back({t.name, io::DType::F32, t.shape, x.data_ptr(), static_cast<size_t>(x.nbytes())});
   }
   io::write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  // The quick E2B shape (4 layers) is small enough to edit: it gets the facts model's tokenizer
-  // (1656 tokens, inside its vocabulary) and so the editors' rows.
-  if (name == "gemma4-e2b" && quick)
+  if (name == "gemma4-e2b-editors")
     for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
       fs::copy_file(source_dir() + "/models/gemma4_facts/" + file, dir + "/" + file,
                     fs::copy_options::overwrite_existing);
@@ -502,8 +515,9 @@ json measure_model(const std::string& name, const std::string& model_dir, const 
   Gemm gemm(device);
   Stream stream(device);
   measure_references(name, device, r, gemm, stream, out, log);
-  // The small facts models are there for the editors (GPT-2's has 64 positions).
-  const bool editors_only = !bundled_model_dir(name, opt).empty() && name != "gemma4-facts";
+  // The small facts models (GPT-2's has 64 positions) and the E2B editing shape are there for the editors.
+  const bool editors_only = (!bundled_model_dir(name, opt).empty() && name != "gemma4-facts") ||
+                            name == "gemma4-e2b-editors";
   if (opt.wants("prefill") && !editors_only) out["prefill"] = measure_prefill(name, m, opt, r, gemm, log);
   if (opt.wants("decode") && !editors_only) out["decode"] = measure_decode(name, m, opt, r, stream, log);
   if (opt.wants("statistics") && !editors_only) out["statistics"] = measure_statistics(name, m, r, log);

@@ -33,8 +33,9 @@ std::vector<std::string> section_names();
 // The source tree (for the Gemma 4 config, the facts model, the corpus and the peer script).
 std::string source_dir();
 
-// Names of the benchmark models: the random "gemma4-e2b", "llama-1b", "gpt2-small" and the bundled
-// "gemma4-facts", "gpt2-facts", "llama-facts".
+// Names of the benchmark models: the random "gemma4-e2b", "llama-1b", "gpt2-small", the bundled
+// "gemma4-facts", "gpt2-facts", "llama-facts", and "gemma4-e2b-editors" (the E2B shape at four
+// layers with the facts tokenizer, for the editors' rows).
 std::vector<std::string> model_names();
 // A bundled model's directory; empty for the random ones.
 std::string bundled_model_dir(const std::string& name, const Options& options);

@@ -139,7 +139,7 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--repeats", args->repeats, "timed runs per figure (median reported)")->check(CLI::Range(1, 100));
   cmd->add_option("--threads", args->threads, "intra-op threads (0: one per core)")->check(CLI::Range(0, 1024));
   cmd->add_option("--models", args->models,
-                  "subset of: gemma4-e2b llama-1b gpt2-small gemma4-facts gpt2-facts llama-facts")
+                  "subset of: gemma4-e2b llama-1b gpt2-small gemma4-facts gpt2-facts llama-facts gemma4-e2b-editors")
       ->delimiter(',');
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or mps: where the models and the reference figures run")
       ->capture_default_str();
