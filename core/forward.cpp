@@ -33,8 +33,12 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tens
 at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
   if (w.layout == arch::WeightLayout::OutIn) return project(x, w.weight, w.bias);
   if (at::Tensor y = small_batch_linear(x, w.weight, w.bias, /*in_out=*/true); y.defined()) return y;
-  at::Tensor y = at::matmul(x, w.weight);  // GPT-2 Conv1D stores [in, out]
-  return w.bias.defined() ? y + w.bias : y;
+  // GPT-2's Conv1D stores [in, out]; with its bias, one addmm as HF's Conv1D does (a product and
+  // then an addition would write the output twice).
+  if (!w.bias.defined()) return at::matmul(x, w.weight);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = w.weight.size(1);
+  return at::addmm(w.bias, x.reshape({-1, x.size(-1)}), w.weight).view(shape);
 }
 
 // RMSNorm in float32. Gemma multiplies by (offset + w) in float32 and then casts; Llama casts
@@ -81,6 +85,16 @@ struct Step {
   at::Tensor per_layer_inputs;                              // Gemma 4 PLE, [B, S, L, P]
   std::vector<std::pair<at::Tensor, at::Tensor>> layer_kv;  // K/V each layer produced (for sharing)
 };
+
+}  // namespace
+
+struct ForwardState {
+  Step step;
+  at::Tensor residual;    // hook_resid_mid of the checkpoint's layer
+  at::Tensor activation;  // its MLP activation, before hook_post
+};
+
+namespace {
 
 // attention_allowed for a few query rows on the CPU, written out: a decoding step would otherwise
 // spend some twenty small tensor operations per window on a [B, 1, 1, T] mask.
@@ -156,7 +170,11 @@ class Forward {
   at::Tensor per_layer_inputs(const at::Tensor& ids, const at::Tensor& embeds);
   at::Tensor layer(int i, at::Tensor x);
   at::Tensor attention(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x);
-  at::Tensor mlp(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x);
+  at::Tensor resume(const at::Tensor& input_ids, const ForwardState& state);
+  at::Tensor attention_block(const LayerSpec& spec, const LayerWeights& w, at::Tensor x);
+  at::Tensor mlp_block(const LayerSpec& spec, const LayerWeights& w, at::Tensor x, const at::Tensor& activation);
+  at::Tensor mlp_activation(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x);
+  at::Tensor mlp_output(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& activation);
   at::Tensor mixture_of_experts(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& residual);
   at::Tensor per_layer_branch(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x);
   at::Tensor logits(at::Tensor x);
@@ -311,18 +329,20 @@ at::Tensor Forward::attention(const LayerSpec& layer, const LayerWeights& w, con
   return linear(z.reshape({B, S, layer.num_q_heads * D}), w[Role::O]);
 }
 
-at::Tensor Forward::mlp(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x) {
+// The MLP's activation: the input of the down projection, before hook_post runs.
+at::Tensor Forward::mlp_activation(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& x) {
   const int i = layer.index;
-  at::Tensor post;
   if (spec_.gated_mlp) {
     at::Tensor pre = hook(HookPoint::MlpPre, i, linear(x, w[Role::Gate]));
-    post = activation(pre, spec_.activation) * linear(x, w[Role::Up]);
-  } else {
-    at::Tensor pre = hook(HookPoint::MlpPre, i, linear(x, w[Role::Up]));
-    post = activation(pre, spec_.activation);
+    return activation(pre, spec_.activation) * linear(x, w[Role::Up]);
   }
-  post = hook(HookPoint::MlpPost, i, post);
-  return hook(HookPoint::MlpDown, i, linear(post, w[Role::Down]));
+  at::Tensor pre = hook(HookPoint::MlpPre, i, linear(x, w[Role::Up]));
+  return activation(pre, spec_.activation);
+}
+
+at::Tensor Forward::mlp_output(const LayerSpec& layer, const LayerWeights& w, const at::Tensor& activation) {
+  const at::Tensor post = hook(HookPoint::MlpPost, layer.index, activation);
+  return hook(HookPoint::MlpDown, layer.index, linear(post, w[Role::Down]));
 }
 
 // Gemma 4 MoE block: a router on the pre-norm residual picks top-k experts per token; each expert is
@@ -363,14 +383,30 @@ at::Tensor Forward::per_layer_branch(const LayerSpec& layer, const LayerWeights&
 at::Tensor Forward::layer(int i, at::Tensor x) {
   const LayerSpec& spec = spec_.layers[i];
   const LayerWeights& w = model_.layer_weights(i);
+  x = attention_block(spec, w, std::move(x));
+  const at::Tensor activation = mlp_activation(spec, w, norm(x, w[Role::MlpPreNorm], spec_));
+  ForwardCheckpoint* checkpoint = options_.checkpoint;
+  if (checkpoint != nullptr && checkpoint->layer == i && !checkpoint->captured())
+    checkpoint->state = std::make_shared<const ForwardState>(ForwardState{step_, x.detach(), activation.detach()});
+  return mlp_block(spec, w, x, activation);
+}
 
+// Residual in, residual after attention (hook_resid_mid) out.
+at::Tensor Forward::attention_block(const LayerSpec& spec, const LayerWeights& w, at::Tensor x) {
+  const int i = spec.index;
   x = hook(HookPoint::ResidPre, i, std::move(x));
   at::Tensor a = attention(spec, w, norm(x, w[Role::AttnPreNorm], spec_));
   if (spec_.sandwich_norms) a = norm(a, w[Role::AttnPostNorm], spec_);
   x = x + hook(HookPoint::AttnOut, i, a);
-  x = hook(HookPoint::ResidMid, i, x);
+  return hook(HookPoint::ResidMid, i, x);
+}
 
-  at::Tensor m = mlp(spec, w, norm(x, w[Role::MlpPreNorm], spec_));
+// The rest of the layer from the MLP's activation on: the down projection, the experts, the norms,
+// the per-layer input; hook_resid_post out.
+at::Tensor Forward::mlp_block(const LayerSpec& spec, const LayerWeights& w, at::Tensor x,
+                              const at::Tensor& activation) {
+  const int i = spec.index;
+  at::Tensor m = mlp_output(spec, w, activation);
   if (spec.moe.num_experts > 0)
     m = norm(m, w[Role::DensePostNorm], spec_) + norm(mixture_of_experts(spec, w, x), w[Role::MoePostNorm], spec_);
   if (spec_.sandwich_norms) m = norm(m, w[Role::MlpPostNorm], spec_);
@@ -382,6 +418,10 @@ at::Tensor Forward::layer(int i, at::Tensor x) {
 }
 
 at::Tensor Forward::logits(at::Tensor x) {
+  if (options_.logit_positions.defined()) {
+    if (options_.last_position_only) throw InputError("logit_positions: not with last_position_only");
+    x = x.flatten(0, 1).index_select(0, options_.logit_positions.to(x.device())).unsqueeze(0);
+  }
   x = norm(x, model_.final_norm(), spec_);
   x = hook(HookPoint::LnFinal, -1, x);
   if (options_.last_position_only) x = x.narrow(1, x.size(1) - 1, 1);
@@ -393,6 +433,16 @@ at::Tensor Forward::logits(at::Tensor x) {
 at::Tensor Forward::run(const at::Tensor& input_ids) {
   if (input_ids.dim() != 2) throw InputError("input_ids: expected a 2-D tensor [batch, sequence]");
   if (input_ids.size(1) == 0) throw InputError("input_ids: empty sequence");
+  if (options_.checkpoint != nullptr) {
+    if (options_.cache != nullptr) throw InputError("forward: a checkpoint and a KV cache cannot be used together");
+    const int layer = options_.checkpoint->layer;
+    if (layer < 0 || layer >= static_cast<int>(spec_.layers.size()))
+      throw InputError("forward: checkpoint layer " + std::to_string(layer) + " outside [0, " +
+                       std::to_string(spec_.layers.size()) + ")");
+    if (options_.stop_after_layers >= 0 && options_.stop_after_layers <= layer)
+      throw InputError("forward: the pass stops before its checkpoint layer");
+    if (options_.checkpoint->captured()) return resume(input_ids, *options_.checkpoint->state);
+  }
   at::Tensor ids = input_ids.to(model_.device()).to(at::kLong);
   const int64_t low = ids.min().item<int64_t>(), high = ids.max().item<int64_t>();
   if (low < 0 || high >= spec_.vocab_size)
@@ -408,6 +458,22 @@ at::Tensor Forward::run(const at::Tensor& input_ids) {
   const int stop = options_.stop_after_layers < 0 ? layers : std::min(options_.stop_after_layers, layers);
   for (int i = 0; i < stop; ++i) x = layer(i, std::move(x));
   if (options_.cache) options_.cache->commit(step_.seq, step_.key_mask);
+  if (stop < layers) return x;
+  return logits(std::move(x));
+}
+
+// A pass from a checkpoint: the state below the checkpoint's layer is the capturing pass's.
+at::Tensor Forward::resume(const at::Tensor& input_ids, const ForwardState& state) {
+  if (input_ids.size(0) != state.step.batch || input_ids.size(1) != state.step.seq)
+    throw InputError("forward: input_ids [" + std::to_string(input_ids.size(0)) + ", " +
+                     std::to_string(input_ids.size(1)) + "] differ from the checkpoint's [" +
+                     std::to_string(state.step.batch) + ", " + std::to_string(state.step.seq) + "]");
+  step_ = state.step;
+  const int first = options_.checkpoint->layer;
+  at::Tensor x = mlp_block(spec_.layers[first], model_.layer_weights(first), state.residual, state.activation);
+  const int layers = static_cast<int>(spec_.layers.size());
+  const int stop = options_.stop_after_layers < 0 ? layers : std::min(options_.stop_after_layers, layers);
+  for (int i = first + 1; i < stop; ++i) x = layer(i, std::move(x));
   if (stop < layers) return x;
   return logits(std::move(x));
 }

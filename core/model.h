@@ -18,6 +18,18 @@ namespace graft {
 
 class Tokenizer;
 class KVCache;
+struct ForwardState;  // core/forward.cpp
+
+// A forward pass's state at one layer's MLP activation (blocks.{layer}.mlp.hook_post, before that
+// hook runs): the residual stream there, the activation, and what the later layers read of the
+// earlier ones (positions, masks, K/V for KV-shared layers, per-layer inputs). The editors run
+// hundreds of passes over one batch that change nothing below the edited layer; every pass after
+// the first starts here. Nothing in it carries gradients.
+struct ForwardCheckpoint {
+  int layer = -1;  // where to capture; set before the first pass
+  std::shared_ptr<const ForwardState> state;
+  bool captured() const { return state != nullptr; }
+};
 
 struct LoadOptions {
   std::string device = "cpu";
@@ -37,6 +49,14 @@ struct ForwardOptions {
   bool last_position_only = false;
   // Stop after this many layers and return the residual stream (no final norm, no logits); -1: all.
   int stop_after_layers = -1;
+  // Flat positions (row * S + position, int64 [N]): the final norm and the LM head run there only
+  // and the logits are [1, N, V] (hook_ln_final and hook_logits see [1, N, .]). A loss that reads
+  // a few positions of a long batch need not pay for the vocabulary at the others.
+  at::Tensor logit_positions;
+  // Not yet captured: the pass runs whole and captures its state at checkpoint->layer. Captured:
+  // the pass starts there (same input_ids, mask and positions as the capturing pass; hooks at
+  // points before blocks.{layer}.mlp.hook_post do not run). No KV cache.
+  ForwardCheckpoint* checkpoint = nullptr;
 };
 
 // One tensor role's tensors as the checkpoint stores them (a Plain role's one tensor is `weight`).

@@ -282,6 +282,26 @@ EvaluationResult evaluate_each(Model& model, const std::vector<EditRequest>& req
   return total;
 }
 
+EvaluationResult evaluate_rome(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats,
+                               const RomeOptions& options,
+                               const std::function<void(size_t, const EvaluationResult&)>& on_request,
+                               const EvaluateOptions& evaluate_options, EditOutcome* editing) {
+  EditOutcome phases;
+  const auto clock = std::chrono::steady_clock::now();
+  const std::vector<std::string> contexts = context_templates(model, options.templates, options.seed);
+  phases.seconds_templates = seconds_since(clock);
+  auto edit = [&](const EditRequest& request) {
+    EditOutcome one = rome(model, request, stats, options, contexts);
+    phases.seconds_keys += one.seconds_keys;
+    phases.seconds_values += one.seconds_values;
+    phases.seconds_solve += one.seconds_solve;
+    return one.updates;
+  };
+  EvaluationResult result = evaluate_each(model, requests, edit, on_request, evaluate_options);
+  if (editing) *editing = phases;
+  return result;
+}
+
 namespace {
 
 nlohmann::json metric_json(const MetricSummary& m) {

@@ -24,6 +24,8 @@
 
 #include "edits/patch.h"
 #include "edits/request.h"
+#include "edits/rome.h"
+#include "edits/stats.h"
 
 namespace graft {
 class Model;
@@ -90,6 +92,14 @@ EvaluationResult evaluate_each(Model& model, const std::vector<EditRequest>& req
                                const std::function<std::vector<TensorUpdate>(const EditRequest&)>& edit,
                                const std::function<void(size_t, const EvaluationResult&)>& on_request = {},
                                const EvaluateOptions& options = {});
+
+// ROME's published protocol: each request edited alone on the unedited model, scored, the weights
+// restored exactly. The context templates are sampled once for all requests (rome(..., contexts)).
+// `editing` (optional) gets the editor's phase times, summed over the requests.
+EvaluationResult evaluate_rome(Model& model, const std::vector<EditRequest>& requests, const KeyStatistics& stats,
+                               const RomeOptions& options,
+                               const std::function<void(size_t, const EvaluationResult&)>& on_request,
+                               const EvaluateOptions& evaluate_options, EditOutcome* editing = nullptr);
 
 // { "summary": {...}, "requests": [...] } (per-prompt rows only when `per_request`).
 nlohmann::json to_json(const EvaluationResult& result, bool per_request = true);

@@ -50,11 +50,16 @@ struct RomeSystem {
   at::Tensor key_map;     // B = U G^-1 [I, P]
 };
 
-RomeSystem solve_system(const FactActivations& fact, const at::Tensor& second_moment, const RomeOptions& options) {
+RomeSystem solve_system(const FactActivations& fact, const KeyStatistics& stats, const RomeOptions& options) {
   RomeSystem s;
   const at::Tensor key_mean = fact.key_mean();
-  s.directions = options.covariance_adjustment ? solve_symmetric(second_moment, key_mean.t(), &s.report)
-                                               : key_mean.t().clone();
+  if (options.covariance_adjustment) {
+    const SymmetricSolver& solver = stats.second_moment_solver(options.layer);
+    s.directions = solver.solve(key_mean.t());
+    s.report = solver.report();
+  } else {
+    s.directions = key_mean.t().clone();
+  }
   const at::Tensor constraint_keys = options.consistent_keys ? key_mean : fact.keys.select(1, 0);  // [P, I]
   s.current = options.consistent_keys ? fact.values.mean(1) : fact.values.select(1, 0);
   s.gram = at::matmul(constraint_keys, s.directions);
@@ -104,6 +109,13 @@ nlohmann::json hyperparameters(const RomeOptions& options, const KeyStatistics& 
   return out;
 }
 
+void check_rome_options(const Model& model, const KeyStatistics& stats, const RomeOptions& options) {
+  check_editor_options(options);
+  if (options.layer < 0 || options.layer >= model.arch().num_layers())
+    throw InputError("--layers: ROME needs one layer in [0, " + std::to_string(model.arch().num_layers()) + ")");
+  if (!stats.has_layer(options.layer)) stats.second_moment(options.layer);  // the error naming the layer
+}
+
 }  // namespace
 
 nlohmann::json to_json(const RomeOptions& options) {
@@ -122,22 +134,27 @@ RomeOptions::RomeOptions() {
 
 EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats,
                  const RomeOptions& options) {
-  check_editor_options(options);
+  check_rome_options(model, stats, options);
+  const auto clock = std::chrono::steady_clock::now();
+  const std::vector<std::string> contexts = context_templates(model, options.templates, options.seed);
+  const double seconds_templates = seconds_since(clock);
+  EditOutcome out = rome(model, request, stats, options, contexts);
+  out.seconds_templates = seconds_templates;
+  return out;
+}
+
+EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options,
+                 const std::vector<std::string>& contexts) {
+  check_rome_options(model, stats, options);
   const int layer = options.layer;
-  if (layer < 0 || layer >= model.arch().num_layers())
-    throw InputError("--layers: ROME needs one layer in [0, " + std::to_string(model.arch().num_layers()) + ")");
-  const at::Tensor second_moment = stats.second_moment(layer);  // checks the layer was collected
+  const at::Tensor second_moment = stats.second_moment(layer);
   EditOutcome out;
   auto clock = std::chrono::steady_clock::now();
-  const std::vector<std::string> contexts = context_templates(model, options.templates, options.seed);
-  out.seconds_templates = seconds_since(clock);
-
-  clock = std::chrono::steady_clock::now();
   const FactActivations fact = read_fact_activations(model, request, contexts, options);
   out.seconds_keys = seconds_since(clock);
 
   clock = std::chrono::steady_clock::now();
-  const RomeSystem system = solve_system(fact, second_moment, options);
+  const RomeSystem system = solve_system(fact, stats, options);
   out.seconds_solve = seconds_since(clock);
 
   clock = std::chrono::steady_clock::now();

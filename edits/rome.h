@@ -39,6 +39,11 @@ nlohmann::json to_json(const RomeOptions& options);
 // Computes the update for one request; the model is left as it was.
 EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats,
                  const RomeOptions& options);
+// The same with the context templates given: context_templates(model, options.templates,
+// options.seed) depends only on the model and the seed, so an evaluation that edits each request
+// alone on one model samples them once (as the reference code caches them).
+EditOutcome rome(const Model& model, const EditRequest& request, const KeyStatistics& stats, const RomeOptions& options,
+                 const std::vector<std::string>& contexts);
 
 // ROME over several requests, one at a time as the reference applies them: each request is edited
 // on the model with the earlier ones applied; the rank-1 factors of one tensor are concatenated

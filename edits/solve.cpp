@@ -31,23 +31,33 @@ double expected_leakage(const at::Tensor& left, const at::Tensor& spread, double
   return (at::matmul(l.t(), l) * spread).sum().item<double>() / power;
 }
 
-at::Tensor solve_symmetric(const at::Tensor& a, const at::Tensor& b, SolveReport* report) {
+SymmetricSolver::SymmetricSolver(const at::Tensor& a) {
   at::Tensor a64 = a.to(at::kDouble).cpu();
   a64 = (a64 + a64.t()) / 2;
   const at::Tensor eigenvalues = at::linalg_eigvalsh(a64);
   const double smallest = eigenvalues.min().item<double>(), largest = eigenvalues.max().item<double>();
-  SolveReport local;
-  local.condition = smallest > 0 ? largest / smallest : std::numeric_limits<double>::infinity();
+  report_.condition = smallest > 0 ? largest / smallest : std::numeric_limits<double>::infinity();
   // Rank-deficient or ill-conditioned statistics (fewer independent keys than the width, or a
   // near-constant unit): regularise just enough to make the system well posed.
-  if (!(local.condition < 1e12)) {
-    local.ridge = std::max(0.0, -smallest) + 1e-6 * std::max(largest, 1e-12);
-    a64 = a64 + local.ridge * at::eye(a64.size(0), a64.options());
+  if (!(report_.condition < 1e12)) {
+    report_.ridge = std::max(0.0, -smallest) + 1e-6 * std::max(largest, 1e-12);
+    a64 = a64 + report_.ridge * at::eye(a64.size(0), a64.options());
   }
-  at::Tensor x = at::linalg_solve(a64, b.to(at::kDouble).cpu());
+  std::tie(lu_, pivots_) = at::linalg_lu_factor(a64);
+}
+
+at::Tensor SymmetricSolver::solve(const at::Tensor& b) const {
+  const at::Tensor rhs = b.to(at::kDouble).cpu();
+  at::Tensor x = at::linalg_lu_solve(lu_, pivots_, rhs.dim() == 1 ? rhs.unsqueeze(1) : rhs);  // matrices only
+  if (rhs.dim() == 1) x = x.squeeze(1);
   if (!at::isfinite(x).all().item<bool>()) throw Error("solve produced non-finite values; refusing the edit");
-  if (report) *report = local;
   return x;
+}
+
+at::Tensor solve_symmetric(const at::Tensor& a, const at::Tensor& b, SolveReport* report) {
+  const SymmetricSolver solver(a);
+  if (report) *report = solver.report();
+  return solver.solve(b);
 }
 
 }  // namespace graft::edits

@@ -18,6 +18,20 @@ struct SolveReport {
 };
 at::Tensor solve_symmetric(const at::Tensor& a, const at::Tensor& b, SolveReport* report);
 
+// solve_symmetric for many right-hand sides arriving one at a time (ROME's C^-1 k for every request
+// of an evaluation): the eigenvalue check, the ridge and the LU factorisation once, then a
+// triangular solve per call, equal to solve_symmetric's answer.
+class SymmetricSolver {
+ public:
+  explicit SymmetricSolver(const at::Tensor& a);
+  at::Tensor solve(const at::Tensor& b) const;  // float64 on the CPU; Error on a non-finite solution
+  const SolveReport& report() const { return report_; }
+
+ private:
+  at::Tensor lu_, pivots_;
+  SolveReport report_;
+};
+
 // tr(W C W^T) for the layer's down projection W and key second moment C: the expected squared MLP
 // output over the statistics' tokens, the scale the leakage term is measured against.
 double mlp_output_power(const Model& model, int layer, const at::Tensor& second_moment);

@@ -188,6 +188,14 @@ at::Tensor KeyStatistics::second_moment(int layer) const {
   return it->second / static_cast<double>(tokens_);
 }
 
+const SymmetricSolver& KeyStatistics::second_moment_solver(int layer) const {
+  const at::Tensor c = second_moment(layer);  // checks the layer first
+  std::lock_guard<std::mutex> lock(solvers_->mutex);
+  auto& solver = solvers_->by_layer[layer];
+  if (!solver) solver = std::make_unique<const SymmetricSolver>(c);
+  return *solver;
+}
+
 void KeyStatistics::save(const std::string& path) const {
   std::vector<io::TensorToWrite> tensors;
   std::vector<at::Tensor> keep;

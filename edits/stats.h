@@ -11,8 +11,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
+
+#include "edits/solve.h"
 
 namespace graft {
 class Model;
@@ -82,9 +86,17 @@ class KeyStatistics {
   at::Tensor second_moment(int layer) const;
   int64_t tokens() const { return tokens_; }
   const std::string& model_type() const { return model_type_; }
+  // second_moment(layer), factorised on first use and kept: ROME solves with it once per request.
+  const SymmetricSolver& second_moment_solver(int layer) const;
 
  private:
   std::map<int, at::Tensor> sums_;  // sum of k k^T (float64)
+  // Factorisations made so far (shared by copies of these statistics: the sums never change).
+  struct Solvers {
+    std::mutex mutex;
+    std::map<int, std::unique_ptr<const SymmetricSolver>> by_layer;
+  };
+  std::shared_ptr<Solvers> solvers_ = std::make_shared<Solvers>();
   int64_t tokens_ = 0;
   std::string model_type_;
   int64_t hidden_size_ = 0;

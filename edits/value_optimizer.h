@@ -33,6 +33,9 @@ struct ValueOptions {
   double kl_factor = 0.0625;       // KL(P_now || P_before) on "{subject} is a" at the subject
   double clamp_norm_factor = 4.0;  // |delta| <= factor * |initial|
   double stop_loss = 5e-2;
+  // Padded tokens per forward pass: the rows run in chunks of similar length (0: automatic, about
+  // 16 MiB per activation). Only the order of float32 sums depends on it, so patches do not record it.
+  int64_t chunk_tokens = 0;
   // The bare prompt's share of the target's likelihood, the prefixed contexts sharing the rest;
   // negative: every context counts the same (published). The editors' efficacy and paraphrase
   // prompts carry no random prefix, and where a model is most certain on the bare prompt the

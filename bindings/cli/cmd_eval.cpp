@@ -42,18 +42,17 @@ edits::EvaluationResult edit_and_evaluate(Model& model, const std::vector<edits:
     for (const auto& update : outcome.updates) applied.add(update);
     return edits::evaluate(model, requests, options);
   }
-  auto edit_one = [&](const edits::EditRequest& request) {
-    edits::EditOutcome outcome = edits::rome(model, request, stats, editor.rome);
-    *seconds_editing += outcome.seconds();
-    return outcome.updates;
-  };
   auto progress = [&](size_t i, const edits::EvaluationResult& one) {
     std::fprintf(stderr, "\r[%zu/%zu] %s: efficacy %.0f%%, paraphrase %.0f%%, neighborhood %.0f%%   ", i + 1,
                  requests.size(), requests[i].subject.c_str(), 100 * one.efficacy.success, 100 * one.paraphrase.success,
                  100 * one.neighborhood.success);
     if (i + 1 == requests.size()) std::fprintf(stderr, "\n");
   };
-  return edits::evaluate_each(model, requests, edit_one, progress, options);
+  edits::EditOutcome editing;
+  edits::EvaluationResult result = edits::evaluate_rome(model, requests, stats, editor.rome, progress, options,
+                                                        &editing);
+  *seconds_editing = editing.seconds();
+  return result;
 }
 
 }  // namespace

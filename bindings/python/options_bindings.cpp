@@ -63,7 +63,9 @@ void bind_value_and_trace_options(py::module_& m) {
       .def_readwrite("stop_loss", &ed::ValueOptions::stop_loss)
       .def_readwrite("bare_prompt_weight", &ed::ValueOptions::bare_prompt_weight,
                      "negative: every context counts the same")
-      .def_readwrite("leakage_weight", &ed::ValueOptions::leakage_weight);
+      .def_readwrite("leakage_weight", &ed::ValueOptions::leakage_weight)
+      .def_readwrite("chunk_tokens", &ed::ValueOptions::chunk_tokens,
+                     "padded tokens per forward pass (0: automatic); changes only the order of float32 sums");
 
   py::class_<ed::TraceOptions> trace(m, "TraceOptions", "The corruption causal tracing uses");
   add_common<ed::TraceOptions>(trace, "TraceOptions");

@@ -389,6 +389,7 @@ class ValueOptions:
     stop_loss: float
     bare_prompt_weight: float
     leakage_weight: float
+    chunk_tokens: int
     def __init__(self) -> None: ...
     def to_dict(self) -> dict[str, Any]: ...
 

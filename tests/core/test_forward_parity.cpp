@@ -2,11 +2,13 @@
 // every layer's residual stream, MLP keys and attention z, the final norm, greedy decoding with the
 // KV cache, cached vs full logits, left-padded batches (prefill and decoding), and bfloat16 vs float32.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <iostream>
 #include <map>
 
+#include "core/error.h"
 #include "core/generate.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
@@ -187,6 +189,89 @@ TEST_P(Parity, BFloat16AgreesWithFloat32OnTheNextToken) {
   const at::Tensor ours = low->forward(ids, options);
   EXPECT_EQ(ours.scalar_type(), at::kBFloat16);
   EXPECT_TRUE(at::equal(ours.argmax(-1), model_->forward(ids, options).argmax(-1))) << GetParam();
+}
+
+// The editors' passes: logits at chosen positions only, and passes resumed from a checkpoint.
+TEST_P(Parity, LogitsAtChosenPositionsEqualTheFullLogits) {
+  const at::Tensor ids = (*reference_)["input_ids"];
+  const at::Tensor batch = at::cat({ids, ids.flip(1)}, 0);  // two rows, S positions each
+  const int64_t S = batch.size(1);
+  const at::Tensor full = model_->forward(batch).flatten(0, 1);
+  const at::Tensor positions = at::tensor(std::vector<int64_t>{0, 3, S - 1, S + 2, 2 * S - 1}, at::kLong);
+  ForwardOptions options;
+  options.logit_positions = positions;
+  const at::Tensor some = model_->forward(batch, options);
+  ASSERT_EQ(some.sizes(), (std::vector<int64_t>{1, 5, full.size(1)})) << GetParam();
+  EXPECT_LT(max_abs_diff(some[0], full.index_select(0, positions)), 1e-5) << GetParam();
+  options.last_position_only = true;
+  EXPECT_THROW(model_->forward(batch, options), InputError);
+}
+
+TEST_P(Parity, PassesResumedFromACheckpointEqualWholePasses) {
+  const at::Tensor ids = (*reference_)["input_ids"];
+  const int layers = model_->arch().num_layers();
+  const int64_t H = model_->spec().hidden_size;
+  for (int layer : {0, layers / 2, layers - 1}) {
+    // An editor's hook: a vector added to the layer's MLP output at one position, and one that must
+    // not run once the pass resumes above it.
+    at::Tensor vector = at::zeros({H});
+    int early_calls = 0;
+    Hooks hooks(layers);
+    hooks.add({HookPoint::MlpDown, layer},
+              [&vector](const at::Tensor& x, const HookName&) -> std::optional<at::Tensor> {
+                at::Tensor added = at::zeros_like(x);
+                added.select(1, 2).add_(vector.to(x.scalar_type()));
+                return x + added;
+              });
+    hooks.add({HookPoint::ResidPre, layer},
+              [&early_calls](const at::Tensor&, const HookName&) -> std::optional<at::Tensor> {
+                ++early_calls;
+                return std::nullopt;
+              });
+    ForwardCheckpoint checkpoint;
+    checkpoint.layer = layer;
+    ForwardOptions resumed;
+    resumed.hooks = &hooks;
+    resumed.checkpoint = &checkpoint;
+    ForwardOptions whole;
+    whole.hooks = &hooks;
+    const at::Tensor first = model_->forward(ids, resumed);  // runs whole, captures
+    ASSERT_TRUE(checkpoint.captured());
+    EXPECT_LT(max_abs_diff(first, model_->forward(ids, whole)), 1e-6) << GetParam() << " layer " << layer;
+    early_calls = 0;
+
+    at::AutoGradMode grad(true);
+    vector = at::randn({H}, at::TensorOptions().dtype(at::kFloat)).requires_grad_(true);
+    const at::Tensor from_checkpoint = model_->forward(ids, resumed);
+    EXPECT_EQ(early_calls, 0) << GetParam() << ": a hook below the checkpoint ran";
+    const at::Tensor expected = model_->forward(ids, whole);
+    EXPECT_LT(max_abs_diff(from_checkpoint, expected), 1e-4 * std::max(1.0, expected.abs().max().item<double>()))
+        << GetParam() << " layer " << layer;
+    auto gradient = [&vector](const at::Tensor& logits) {
+      vector.mutable_grad() = at::Tensor();
+      logits.select(1, -1).to(at::kFloat).logsumexp(-1).sum().backward();
+      return vector.grad().clone();
+    };
+    const at::Tensor g_resumed = gradient(from_checkpoint), g_whole = gradient(expected);
+    EXPECT_LT(max_abs_diff(g_resumed, g_whole), 1e-4 * std::max(1.0, g_whole.abs().max().item<double>()))
+        << GetParam() << " layer " << layer;
+  }
+}
+
+TEST_P(Parity, ACheckpointRefusesAnotherInputOrACache) {
+  const at::Tensor ids = (*reference_)["input_ids"];
+  ForwardCheckpoint checkpoint;
+  checkpoint.layer = 0;
+  ForwardOptions options;
+  options.checkpoint = &checkpoint;
+  model_->forward(ids, options);
+  EXPECT_THROW(model_->forward(ids.narrow(1, 0, ids.size(1) - 1), options), InputError);
+  KVCache cache(*model_, 1, 8);
+  options.cache = &cache;
+  EXPECT_THROW(model_->forward(ids, options), InputError);
+  options.cache = nullptr;
+  checkpoint.layer = model_->arch().num_layers();
+  EXPECT_THROW(model_->forward(ids, options), InputError);
 }
 
 std::vector<std::string> parity_models() {

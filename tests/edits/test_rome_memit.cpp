@@ -403,6 +403,43 @@ TEST(OptimizeValues, BarePromptWeightOneIgnoresThePrefixedContexts) {
   EXPECT_FALSE(at::allclose(equal.delta, bare_only.delta, 1e-3, 1e-3));
 }
 
+// The value optimisation runs its rows in chunks (padding cut per chunk, gradients summed): one
+// row per pass or all rows in one must give the same vectors, published and through the update.
+TEST(OptimizeValues, ChunksOfAnySizeGiveTheSameVectors) {
+  auto& f = fixture();
+  const std::vector<EditRequest> batch(f.requests.begin(), f.requests.begin() + 3);
+  const std::vector<std::string> contexts{"{}", "The weather was cold that year. {}", "So. {}"};
+  ValueOptions options;
+  options.point = HookName{HookPoint::MlpDown, 1};
+  options.steps = 8;
+  options.chunk_tokens = 1;  // one row per pass
+  const OptimizedValues rows = optimize_values(*f.model, batch, contexts, options);
+  options.chunk_tokens = 1 << 20;  // every row in one pass
+  const OptimizedValues whole = optimize_values(*f.model, batch, contexts, options);
+  EXPECT_GT(whole.delta.norm().item<double>(), 0.0);
+  EXPECT_TRUE(at::allclose(rows.delta, whole.delta, 1e-4, 1e-4))
+      << (rows.delta - whole.delta).abs().max().item<double>();
+  EXPECT_EQ(rows.steps, whole.steps);
+  for (size_t r = 0; r < batch.size(); ++r) EXPECT_NEAR(rows.loss[r], whole.loss[r], 1e-4);
+
+  MemitOptions memit_options;
+  memit_options.layers = {0, 1};
+  memit_options.targets = MemitTargets::Joint;
+  memit_options.fact_token = FactTokenChoice::Subject;
+  memit_options.covariance_weight = 1000.0;
+  memit_options.value.steps = 6;
+  memit_options.value.leakage_weight = 1;
+  memit_options.value.chunk_tokens = 1;
+  const EditOutcome joint_rows = memit(*f.model, batch, f.stats, memit_options);
+  memit_options.value.chunk_tokens = 1 << 20;
+  const EditOutcome joint_whole = memit(*f.model, batch, f.stats, memit_options);
+  ASSERT_EQ(joint_rows.updates.size(), joint_whole.updates.size());
+  for (size_t u = 0; u < joint_rows.updates.size(); ++u) {
+    const at::Tensor a = joint_rows.updates[u].left, b = joint_whole.updates[u].left;
+    EXPECT_TRUE(at::allclose(a, b, 1e-4, 1e-4 * b.abs().max().item<double>())) << (a - b).abs().max().item<double>();
+  }
+}
+
 TEST(SolveSymmetric, AddsARidgeOnlyWhenRankDeficient) {
   SolveReport report;
   const at::Tensor b = at::ones({3}, at::kDouble);
