@@ -65,10 +65,10 @@ edits::MemitOptions graft_memit_settings(const Model& model) {
 
 // Times `work` `runs` times with every operator profiled; the row is the median run's, with its
 // seconds, and the matrix-product and attention-kernel shares of all runs together; with --profile,
-// the operator table (over all runs).
+// the operator table (over all runs) and the products' floating-point operations and rate.
 template <typename Work>
 json profiled(const Options& opt, const std::string& label, const Log& log, Work&& work, int runs = 1) {
-  OpProfile profile;
+  OpProfile profile(/*count_matmul_flops=*/opt.profile);
   std::vector<std::pair<double, json>> timed;
   double total = 0;
   for (int i = 0; i < std::max(1, runs); ++i) {
@@ -90,7 +90,14 @@ json profiled(const Options& opt, const std::string& label, const Log& log, Work
   if (opt.profile) {
     const std::vector<OpTime> ops = profile.by_self_time();
     row["operators"] = op_table_json(ops, 25);
-    log(label + ": operators by self time\n" + op_table_text(ops, 25, total));
+    // What the products ran at, against the GEMM reference figure: how far the arithmetic bounds the row.
+    const double gflop = profile.matmul_flops() / 1e9 / static_cast<double>(timed.size());
+    row["matmul_gflop"] = gflop;
+    row["matmul_gflop_per_s"] = profile.matmul_flops() / 1e9 / profile.matmul_seconds();
+    char rate[160];
+    std::snprintf(rate, sizeof rate, "  matrix products: %.1f GFLOP per run at %.1f GFLOP/s\n", gflop,
+                  row["matmul_gflop_per_s"].get<double>());
+    log(label + ": operators by self time\n" + op_table_text(ops, 25, total) + rate);
   }
   log(label + ": " + std::to_string(wall) + " s" +
       (timed.size() > 1 ? " (median of " + std::to_string(timed.size()) + ")" : ""));

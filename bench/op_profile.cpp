@@ -30,14 +30,35 @@ struct Open {
 };
 thread_local std::vector<Open> t_open;
 
+const std::vector<std::string> kMatmuls = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+                                           "aten::mv", "aten::addmv", "aten::dot", "aten::addbmm"};
+
+// 2 m n k of a matrix product, from its operands' shapes (the add- forms take the addend first).
+double matmul_flops_of(const at::RecordFunction& fn) {
+  const std::string name = fn.name();
+  if (std::find(kMatmuls.begin(), kMatmuls.end(), name) == kMatmuls.end()) return 0;
+  const auto inputs = fn.inputs();
+  const size_t first = name.rfind("aten::add", 0) == 0 || name == "aten::baddbmm" ? 1 : 0;
+  if (inputs.size() < first + 2 || !inputs[first].isTensor() || !inputs[first + 1].isTensor()) return 0;
+  const at::IntArrayRef a = inputs[first].toTensor().sizes(), b = inputs[first + 1].toTensor().sizes();
+  double n = 2;
+  for (int64_t d : a) n *= static_cast<double>(d);  // batch x m x k (or m x k, or k)
+  if (b.size() >= 2 && b.size() == a.size()) n *= static_cast<double>(b.back());
+  return n;
+}
+
+bool g_count_flops = false;
+
 // Marks a call whose start this profile saw (a call begun before it started has no context).
 struct Started : at::ObserverContext {
   size_t depth = 0;
+  double flops = 0;
 };
 
-std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction&) {
+std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   auto context = std::make_unique<Started>();
   context->depth = t_open.size();
+  if (g_count_flops) context->flops = matmul_flops_of(fn);
   t_open.push_back({Clock::now(), 0.0});
   return context;
 }
@@ -53,6 +74,7 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext* context) {
   OpTime& op = g_totals->ops[fn.name()];
   op.self_s += total - open.nested_s;
   op.total_s += total;
+  op.flops += started->flops;
   ++op.calls;
 }
 
@@ -69,10 +91,12 @@ double self_seconds_of(const std::vector<std::string>& names) {
 
 }  // namespace
 
-OpProfile::OpProfile() {
+OpProfile::OpProfile(bool count_matmul_flops) {
   if (g_totals != nullptr) throw Error("OpProfile: one profile at a time");
   g_totals = new Totals;
+  g_count_flops = count_matmul_flops;
   g_handle = at::addGlobalCallback(at::RecordFunctionCallback(&on_start, &on_end)
+                                       .needsInputs(count_matmul_flops)
                                        .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
 }
 
@@ -100,9 +124,15 @@ std::vector<OpTime> OpProfile::by_self_time() const {
   return out;
 }
 
-double OpProfile::matmul_seconds() const {
-  return self_seconds_of({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv",
-                          "aten::dot", "aten::addbmm"});
+double OpProfile::matmul_seconds() const { return self_seconds_of(kMatmuls); }
+
+double OpProfile::matmul_flops() const {
+  if (g_totals == nullptr) return 0;
+  std::lock_guard<std::mutex> lock(g_totals->mutex);
+  double flops = 0;
+  for (const auto& name : kMatmuls)
+    if (auto it = g_totals->ops.find(name); it != g_totals->ops.end()) flops += it->second.flops;
+  return flops;
 }
 
 double OpProfile::attention_kernel_seconds() const {

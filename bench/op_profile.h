@@ -18,11 +18,15 @@ struct OpTime {
   double self_s = 0;   // time in the operator itself, nested operators' time taken out
   double total_s = 0;  // including what it called (a recursive call counts again)
   int64_t calls = 0;
+  double flops = 0;  // the matrix products' 2 m n k, when the profile counts them
 };
 
 class OpProfile {
  public:
-  OpProfile();  // starts timing every operator any thread runs
+  // Starts timing every operator any thread runs. With `count_matmul_flops`, the matrix products'
+  // floating-point operations are counted from their operands' shapes (LibTorch then packs every
+  // operator's inputs for the callback, which costs a little on every call).
+  explicit OpProfile(bool count_matmul_flops = false);
   ~OpProfile();
   OpProfile(const OpProfile&) = delete;
   OpProfile& operator=(const OpProfile&) = delete;
@@ -32,6 +36,7 @@ class OpProfile {
   // Self time of the dense matrix products (mm, addmm, bmm, baddbmm, mv, addmv, dot): the
   // arithmetic an editor is made of.
   double matmul_seconds() const;
+  double matmul_flops() const;  // 0 unless counted
   // Self time of LibTorch's fused attention kernels (which do their matrix products inside).
   double attention_kernel_seconds() const;
 };

@@ -134,7 +134,8 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_flag("--quick", args->quick, "fewer layers, no 8 x 512 prefill, shorter decode");
   cmd->add_flag("--json", args->json, "print JSON instead of tables");
   cmd->add_flag("--profile", args->profile,
-                "editors: print each row's operators by self time (LibTorch's RecordFunction)");
+                "editors: print each row's operators by self time (LibTorch's RecordFunction) and its matrix "
+                "products' GFLOP and rate (counting them costs a little time)");
   cmd->add_flag("--peer", args->peer, "then run bench/peer_transformers.py (graft vs transformers)");
   cmd->add_option("--repeats", args->repeats, "timed runs per figure (median reported)")->check(CLI::Range(1, 100));
   cmd->add_option("--threads", args->threads, "intra-op threads (0: one per core)")->check(CLI::Range(0, 1024));
