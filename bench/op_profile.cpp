@@ -80,12 +80,13 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext* context) {
 
 at::CallbackHandle g_handle = 0;
 
-double self_seconds_of(const std::vector<std::string>& names) {
+// The sum of one field of OpTime (self_s, flops) over the named operators.
+double sum_of(const std::vector<std::string>& names, double OpTime::*field) {
   if (g_totals == nullptr) return 0;
   std::lock_guard<std::mutex> lock(g_totals->mutex);
   double s = 0;
   for (const auto& name : names)
-    if (auto it = g_totals->ops.find(name); it != g_totals->ops.end()) s += it->second.self_s;
+    if (auto it = g_totals->ops.find(name); it != g_totals->ops.end()) s += it->second.*field;
   return s;
 }
 
@@ -124,23 +125,17 @@ std::vector<OpTime> OpProfile::by_self_time() const {
   return out;
 }
 
-double OpProfile::matmul_seconds() const { return self_seconds_of(kMatmuls); }
+double OpProfile::matmul_seconds() const { return sum_of(kMatmuls, &OpTime::self_s); }
 
-double OpProfile::matmul_flops() const {
-  if (g_totals == nullptr) return 0;
-  std::lock_guard<std::mutex> lock(g_totals->mutex);
-  double flops = 0;
-  for (const auto& name : kMatmuls)
-    if (auto it = g_totals->ops.find(name); it != g_totals->ops.end()) flops += it->second.flops;
-  return flops;
-}
+double OpProfile::matmul_flops() const { return sum_of(kMatmuls, &OpTime::flops); }
 
 double OpProfile::attention_kernel_seconds() const {
-  return self_seconds_of({"aten::_scaled_dot_product_flash_attention_for_cpu",
-                          "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
-                          "aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
-                          "aten::_flash_attention_forward", "aten::_flash_attention_backward",
-                          "aten::_efficient_attention_forward", "aten::_efficient_attention_backward"});
+  return sum_of({"aten::_scaled_dot_product_flash_attention_for_cpu",
+                 "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+                 "aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
+                 "aten::_flash_attention_forward", "aten::_flash_attention_backward",
+                 "aten::_efficient_attention_forward", "aten::_efficient_attention_backward"},
+                &OpTime::self_s);
 }
 
 nlohmann::json op_table_json(const std::vector<OpTime>& ops, size_t top) {
