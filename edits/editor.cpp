@@ -17,6 +17,7 @@ void check_editor_options(const EditorOptions& o) {
   require(v.leakage_weight >= 0, "--leakage-weight / leakage_weight", "expected a number >= 0");
   require(v.bare_prompt_weight == -1 || (v.bare_prompt_weight >= 0 && v.bare_prompt_weight <= 1),
           "--bare-weight / bare_weight", "expected a number in [0, 1] (or -1: every context counts the same)");
+  require(v.chunk_tokens >= 0, "chunk_tokens", "must be >= 0 (0: automatic)");
   require(o.traced_tokens >= 1, "--traced-tokens / traced_tokens", "must be at least 1");
   for (const auto& t : o.templates)
     require(t.tokens >= 1 && t.count >= 0, "templates", "need tokens >= 1 and count >= 0");

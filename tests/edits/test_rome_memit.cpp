@@ -261,6 +261,14 @@ TEST(Rome, RefusesLayersWithoutStatistics) {
   EXPECT_THROW(rome(*f.model, f.requests[0], f.stats, options), InputError);
 }
 
+TEST(Rome, RefusesANegativeChunkSize) {
+  auto& f = fixture();
+  RomeOptions options;
+  options.layer = 1;
+  options.value.chunk_tokens = -1;
+  EXPECT_THROW(rome(*f.model, f.requests[0], f.stats, options), InputError);
+}
+
 TEST(Memit, UpdatesEachLayerAtItsWidthAndRestoresTheModel) {
   auto& f = fixture();
   const std::vector<EditRequest> batch(f.requests.begin(), f.requests.begin() + 4);
