@@ -188,8 +188,8 @@ std::string format_editor_rows(const json& r) {
   std::ostringstream o;
   char line[320];
   o << "\nEditors on " << r["model"].get<std::string>() << " (" << r.value("threads", 0)
-    << " thread(s)); seconds (one ROME edit: the median of --repeats on the facts models); matmul = share of the time in dense matrix products, attention = in fused attention "
-       "kernels\n";
+    << " thread(s)); seconds (one ROME edit: the median of --repeats on the facts models); matmul = share of "
+       "the time in dense matrix products, attention = in fused attention kernels\n";
   o << "row                                   seconds  templates     keys   values    solve  matmul  attention\n";
   auto row = [&](const char* key, const std::string& label) {
     if (!e.contains(key)) return;
